@@ -1,0 +1,169 @@
+// Package collector turns the exporter's caches into Prometheus metrics.
+// Collectors register by name, get a --[no-]collector.<name> flag, and are
+// timed and isolated so that one failing collector never fails a scrape.
+package collector
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/alecthomas/kingpin/v2"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+const namespace = "flux"
+
+// Collector is one named source of metrics. Update runs on every scrape;
+// ctx carries the scrape's deadline.
+type Collector interface {
+	Update(ctx context.Context, ch chan<- prometheus.Metric) error
+}
+
+// Factory builds a collector from the exporter's shared dependencies.
+type Factory func(d Deps) (Collector, error)
+
+type registration struct {
+	factory Factory
+	enabled *bool
+}
+
+var (
+	registryMu sync.Mutex
+	registry   = map[string]*registration{}
+
+	scrapeDurationDesc = prometheus.NewDesc(
+		prometheus.BuildFQName(namespace, "exporter", "collector_duration_seconds"),
+		"Time the collector took on this scrape, in seconds.",
+		[]string{"collector"}, nil)
+	scrapeSuccessDesc = prometheus.NewDesc(
+		prometheus.BuildFQName(namespace, "exporter", "collector_success"),
+		"Whether the collector succeeded on this scrape (1) or failed (0).",
+		[]string{"collector"}, nil)
+)
+
+// register adds a collector under name; each collector file calls it from
+// init, so adding a collector touches nothing else.
+func register(name string, defaultEnabled bool, f Factory) {
+	registryMu.Lock()
+	defer registryMu.Unlock()
+	if _, dup := registry[name]; dup {
+		panic("collector: duplicate registration of " + name) // programming error at init
+	}
+	enabled := defaultEnabled
+	registry[name] = &registration{factory: f, enabled: &enabled}
+}
+
+// RegisterFlags adds a --[no-]collector.<name> flag per collector.
+func RegisterFlags(app *kingpin.Application) {
+	registryMu.Lock()
+	defer registryMu.Unlock()
+	for name, r := range registry {
+		def := "disabled"
+		if *r.enabled {
+			def = "enabled"
+		}
+		app.Flag("collector."+name, fmt.Sprintf("Enable the %s collector (default: %s).", name, def)).
+			Default(fmt.Sprint(*r.enabled)).BoolVar(r.enabled)
+	}
+}
+
+// Names lists the registered collectors, sorted.
+func Names() []string {
+	registryMu.Lock()
+	defer registryMu.Unlock()
+	names := make([]string, 0, len(registry))
+	for n := range registry {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// Enabled reports whether the named collector is switched on.
+func Enabled(name string) bool {
+	registryMu.Lock()
+	defer registryMu.Unlock()
+	r, ok := registry[name]
+	return ok && *r.enabled
+}
+
+// Exporter runs the enabled collectors concurrently on each scrape.
+type Exporter struct {
+	collectors map[string]Collector
+	logger     *slog.Logger
+}
+
+// New builds every enabled collector.
+func New(d Deps) (*Exporter, error) {
+	e := &Exporter{collectors: map[string]Collector{}, logger: d.logger()}
+	for _, name := range Names() {
+		if !Enabled(name) {
+			continue
+		}
+		registryMu.Lock()
+		f := registry[name].factory
+		registryMu.Unlock()
+		c, err := f(d)
+		if err != nil {
+			return nil, fmt.Errorf("collector %s: %w", name, err)
+		}
+		e.collectors[name] = c
+	}
+	return e, nil
+}
+
+// Scrape is a prometheus.Collector bound to one scrape's context, so that
+// collectors that fetch over the network honour the scraper's deadline.
+func (e *Exporter) Scrape(ctx context.Context) prometheus.Collector {
+	return &scrape{e: e, ctx: ctx}
+}
+
+type scrape struct {
+	e   *Exporter
+	ctx context.Context
+}
+
+var _ prometheus.Collector = (*scrape)(nil)
+
+// Describe sends nothing: the metric set depends on the cluster, so the
+// registry treats this as an unchecked collector.
+func (s *scrape) Describe(chan<- *prometheus.Desc) {}
+
+func (s *scrape) Collect(ch chan<- prometheus.Metric) {
+	var wg sync.WaitGroup
+	for name, c := range s.e.collectors {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.e.run(s.ctx, name, c, ch)
+		}()
+	}
+	wg.Wait()
+}
+
+func (e *Exporter) run(ctx context.Context, name string, c Collector, ch chan<- prometheus.Metric) {
+	start := time.Now()
+	err := safeUpdate(ctx, c, ch)
+	success := 1.0
+	if err != nil {
+		success = 0
+		e.logger.Error("Collector failed", "collector", name, "duration_seconds", time.Since(start).Seconds(), "err", err)
+	}
+	ch <- prometheus.MustNewConstMetric(scrapeDurationDesc, prometheus.GaugeValue, time.Since(start).Seconds(), name)
+	ch <- prometheus.MustNewConstMetric(scrapeSuccessDesc, prometheus.GaugeValue, success, name)
+}
+
+// safeUpdate turns a panic into an error: a bug in one collector must cost
+// that collector's series, not the process or the other collectors.
+func safeUpdate(ctx context.Context, c Collector, ch chan<- prometheus.Metric) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("panic: %v", r)
+		}
+	}()
+	return c.Update(ctx, ch)
+}

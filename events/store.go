@@ -1,0 +1,204 @@
+package events
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+var (
+	eventsTotalDesc = prometheus.NewDesc(
+		prometheus.BuildFQName("flux", "events", "total"),
+		"Total number of Flux events received from notification-controller, per object, severity, reason and reporting controller.",
+		[]string{"kind", "name", "exported_namespace", "severity", "reason", "controller"}, nil,
+	)
+	lastTimestampDesc = prometheus.NewDesc(
+		prometheus.BuildFQName("flux", "event", "last_timestamp_seconds"),
+		"Time of the newest Flux event received per object and severity, in seconds since the Unix epoch, as stamped by the reporting controller, or the time of receipt when the event has none.",
+		[]string{"kind", "name", "exported_namespace", "severity"}, nil,
+	)
+	revisionInfoDesc = prometheus.NewDesc(
+		prometheus.BuildFQName("flux", "event", "revision_info"),
+		"Newest source revision named in a Flux event for the object; the value is always 1.",
+		[]string{"kind", "name", "exported_namespace", "revision"}, nil,
+	)
+	requestsTotalDesc = prometheus.NewDesc(
+		prometheus.BuildFQName("flux", "events", "requests_total"),
+		"Total number of requests to the Flux events webhook, by HTTP status code of the answer.",
+		[]string{"code"}, nil,
+	)
+	droppedTotalDesc = prometheus.NewDesc(
+		prometheus.BuildFQName("flux", "events", "dropped_total"),
+		"Total number of valid Flux events that were accepted but not recorded, by cause.",
+		[]string{"cause"}, nil,
+	)
+)
+
+// causeMaxSeries is the flux_events_dropped_total cause for events that would
+// have grown the per-object state past Config.MaxSeries.
+const causeMaxSeries = "max_series"
+
+// knownCodes are exported from the start so that rate() over them works
+// before the first request of each kind arrives.
+var knownCodes = []int{202, 400, 401, 405, 413, 415}
+
+type objectKey struct{ kind, namespace, name string }
+
+type counterKey struct{ severity, reason, controller string }
+
+// objectState is everything kept for one involved object. Each map entry and
+// a non-empty revision is one exported series.
+type objectState struct {
+	counts       map[counterKey]float64
+	last         map[string]time.Time // by severity
+	revision     string
+	revisionTime time.Time
+	absentSince  time.Time // zero while the object exists
+}
+
+func (s *objectState) series() int {
+	n := len(s.counts) + len(s.last)
+	if s.revision != "" {
+		n++
+	}
+	return n
+}
+
+// record applies one accepted event, all or nothing: when the new series it
+// needs would exceed the cap, nothing changes and the event counts as dropped.
+// The caller holds r.mu.
+func (r *Receiver) record(e *event, controller string, received time.Time) {
+	key := objectKey{e.InvolvedObject.Kind, e.InvolvedObject.Namespace, e.InvolvedObject.Name}
+	ck := counterKey{e.Severity, e.Reason, controller}
+	ts := e.Timestamp.Time
+	if ts.IsZero() {
+		ts = received
+	}
+	rev := e.revision()
+
+	st, ok := r.objects[key]
+	need := 0
+	switch {
+	case !ok:
+		need = 2 // counter and timestamp
+		if rev != "" {
+			need++
+		}
+	default:
+		if _, has := st.counts[ck]; !has {
+			need++
+		}
+		if _, has := st.last[e.Severity]; !has {
+			need++
+		}
+		if rev != "" && st.revision == "" {
+			need++
+		}
+	}
+	if r.series+need > r.maxSeries {
+		r.dropped[causeMaxSeries]++
+		return
+	}
+	if !ok {
+		st = &objectState{counts: map[counterKey]float64{}, last: map[string]time.Time{}}
+		r.objects[key] = st
+	}
+	r.series += need
+
+	st.counts[ck]++
+	if prev, has := st.last[e.Severity]; !has || ts.After(prev) {
+		st.last[e.Severity] = ts
+	}
+	// Retried or reordered deliveries must not roll the revision back; at
+	// equal (second-precision) timestamps the later delivery wins.
+	if rev != "" && (st.revision == "" || !ts.Before(st.revisionTime)) {
+		st.revision, st.revisionTime = rev, ts
+	}
+}
+
+// sweep drops the state of objects that Exists has reported missing for at
+// least the TTL. Exists is called without holding the lock, because it may
+// consult an informer cache with locks of its own.
+func (r *Receiver) sweep() {
+	if r.exists == nil {
+		return
+	}
+	r.mu.Lock()
+	keys := make([]objectKey, 0, len(r.objects))
+	for k := range r.objects {
+		keys = append(keys, k)
+	}
+	r.mu.Unlock()
+
+	present := make(map[objectKey]bool, len(keys))
+	for _, k := range keys {
+		present[k] = r.exists(k.kind, k.namespace, k.name)
+	}
+
+	now := r.now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for k, exists := range present {
+		st, ok := r.objects[k]
+		if !ok {
+			continue
+		}
+		switch {
+		case exists:
+			st.absentSince = time.Time{}
+		case st.absentSince.IsZero():
+			st.absentSince = now
+		case now.Sub(st.absentSince) >= r.ttl:
+			r.series -= st.series()
+			delete(r.objects, k)
+			r.log.Debug("Dropped event series of a deleted object", "kind", k.kind, "namespace", k.namespace, "name", k.name)
+		}
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (r *Receiver) Describe(ch chan<- *prometheus.Desc) {
+	ch <- eventsTotalDesc
+	ch <- lastTimestampDesc
+	ch <- revisionInfoDesc
+	ch <- requestsTotalDesc
+	ch <- droppedTotalDesc
+}
+
+// Collect implements prometheus.Collector. Metrics are built under the lock
+// and sent after it is released, so a slow scrape never blocks the webhook.
+func (r *Receiver) Collect(ch chan<- prometheus.Metric) {
+	r.mu.Lock()
+	out := make([]prometheus.Metric, 0, r.series+len(r.requests)+len(r.dropped))
+	add := func(desc *prometheus.Desc, vt prometheus.ValueType, v float64, labels ...string) {
+		m, err := prometheus.NewConstMetric(desc, vt, v, labels...)
+		if err != nil {
+			r.log.Error("Failed to build event metric", "metric", desc.String(), "err", err)
+			return
+		}
+		out = append(out, m)
+	}
+	for k, st := range r.objects {
+		for ck, n := range st.counts {
+			add(eventsTotalDesc, prometheus.CounterValue, n, k.kind, k.name, k.namespace, ck.severity, ck.reason, ck.controller)
+		}
+		for sev, ts := range st.last {
+			add(lastTimestampDesc, prometheus.GaugeValue, float64(ts.UnixNano())/1e9, k.kind, k.name, k.namespace, sev)
+		}
+		if st.revision != "" {
+			add(revisionInfoDesc, prometheus.GaugeValue, 1, k.kind, k.name, k.namespace, st.revision)
+		}
+	}
+	for code, n := range r.requests {
+		add(requestsTotalDesc, prometheus.CounterValue, n, strconv.Itoa(code))
+	}
+	for cause, n := range r.dropped {
+		add(droppedTotalDesc, prometheus.CounterValue, n, cause)
+	}
+	r.mu.Unlock()
+
+	for _, m := range out {
+		ch <- m
+	}
+}

@@ -1,0 +1,380 @@
+package kube
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/version"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/dynamic/dynamicinformer"
+	"k8s.io/client-go/tools/cache"
+)
+
+// FluxGroupSuffix marks a CRD as a Flux kind. It covers the toolkit groups,
+// source.extensions.fluxcd.io and the Flux Operator's fluxcd.controlplane.io.
+const FluxGroupSuffix = ".fluxcd.io"
+
+var crdGVR = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
+
+// Kind is a discovered Flux kind, at the version kubectl would read it.
+type Kind struct {
+	Group      string
+	Version    string
+	Kind       string
+	Resource   string
+	Namespaced bool
+	// FluxVersion is the CRD's app.kubernetes.io/version label, which Flux's
+	// install sets to the distribution version.
+	FluxVersion string
+}
+
+// Transform turns an object into the compact record the cache keeps, and
+// reports the fields it could not read. The record must carry its namespace
+// and name for the cache key. It must not retain u: the point is that the
+// full object is garbage once it returns.
+type Transform func(k Kind, u *unstructured.Unstructured) (metav1.ObjectMetaAccessor, []error)
+
+// WatcherOptions configure a Watcher.
+type WatcherOptions struct {
+	// Namespaces limits the watch to these namespaces; empty means all.
+	Namespaces []string
+	// ExcludeNamespaces are never watched.
+	ExcludeNamespaces []string
+	Transform         Transform
+	Logger            *slog.Logger
+}
+
+// KindState is what the collector reads about one kind on a scrape.
+type KindState struct {
+	Kind         Kind
+	Synced       bool
+	Records      []any
+	WatchErrors  uint64
+	ObjectErrors uint64
+}
+
+// Watcher discovers Flux kinds from CRDs and keeps one informer cache per
+// kind (per namespace when --namespaces is given). Kinds come and go with
+// their CRDs, without a restart.
+type Watcher struct {
+	client dynamic.Interface
+	opts   WatcherOptions
+	log    *slog.Logger
+
+	crds cache.SharedIndexInformer
+
+	mu    sync.RWMutex
+	ctx   context.Context
+	kinds map[string]*kindWatch // by group/kind
+}
+
+type kindWatch struct {
+	kind         Kind
+	informers    []cache.SharedIndexInformer
+	stop         context.CancelFunc
+	watchErrors  atomic.Uint64
+	objectErrors atomic.Uint64
+}
+
+// crdRecord is the compact form of a CRD: only what decides whether and how
+// a Flux kind is watched.
+type crdRecord struct {
+	name, group, kind, resource string
+	namespaced, established     bool
+	version, fluxVersion        string
+}
+
+func (r *crdRecord) GetObjectMeta() metav1.Object { return &metav1.ObjectMeta{Name: r.name} }
+
+// NewWatcher builds a Watcher; Run starts it.
+func NewWatcher(client dynamic.Interface, opts WatcherOptions) (*Watcher, error) {
+	if opts.Transform == nil {
+		return nil, fmt.Errorf("kube: WatcherOptions.Transform is required")
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	for _, ns := range opts.Namespaces {
+		if slices.Contains(opts.ExcludeNamespaces, ns) {
+			return nil, fmt.Errorf("namespace %q is both in --namespaces and --namespaces-exclude; drop it from one of them", ns)
+		}
+	}
+	w := &Watcher{client: client, opts: opts, log: opts.Logger, kinds: map[string]*kindWatch{}}
+	w.crds = dynamicinformer.NewFilteredDynamicInformer(client, crdGVR, metav1.NamespaceAll, 0, cache.Indexers{}, nil).Informer()
+	if err := w.crds.SetTransform(transformCRD); err != nil {
+		return nil, fmt.Errorf("set CRD transform: %w", err)
+	}
+	if err := w.crds.SetWatchErrorHandler(func(_ *cache.Reflector, err error) {
+		w.log.Warn("Watch of CustomResourceDefinitions failed; retrying", "err", err)
+	}); err != nil {
+		return nil, fmt.Errorf("set CRD watch error handler: %w", err)
+	}
+	if _, err := w.crds.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { w.reconcile() },
+		UpdateFunc: func(any, any) { w.reconcile() },
+		DeleteFunc: func(any) { w.reconcile() },
+	}); err != nil {
+		return nil, fmt.Errorf("add CRD handler: %w", err)
+	}
+	return w, nil
+}
+
+// Run watches until ctx is done, then stops every informer.
+func (w *Watcher) Run(ctx context.Context) {
+	w.mu.Lock()
+	w.ctx = ctx
+	w.mu.Unlock()
+	w.crds.RunWithContext(ctx)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for key, kw := range w.kinds {
+		kw.stop()
+		delete(w.kinds, key)
+	}
+}
+
+func transformCRD(obj any) (any, error) {
+	u, ok := obj.(*unstructured.Unstructured)
+	if !ok {
+		return obj, nil // already compact (the transform may see its own output)
+	}
+	r := &crdRecord{name: u.GetName(), fluxVersion: u.GetLabels()["app.kubernetes.io/version"]}
+	r.group, _, _ = unstructured.NestedString(u.Object, "spec", "group")
+	if !strings.HasSuffix(r.group, FluxGroupSuffix) {
+		return r, nil
+	}
+	r.kind, _, _ = unstructured.NestedString(u.Object, "spec", "names", "kind")
+	r.resource, _, _ = unstructured.NestedString(u.Object, "spec", "names", "plural")
+	scope, _, _ := unstructured.NestedString(u.Object, "spec", "scope")
+	r.namespaced = scope == "Namespaced"
+	conds, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
+	for _, c := range conds {
+		if m, ok := c.(map[string]any); ok && m["type"] == "Established" && m["status"] == "True" {
+			r.established = true
+		}
+	}
+	r.version = preferredVersion(u)
+	return r, nil
+}
+
+// preferredVersion is the served version kubectl reads: the highest by
+// Kubernetes version priority (v2 > v1 > v1beta3 > v1alpha1).
+func preferredVersion(u *unstructured.Unstructured) string {
+	versions, _, _ := unstructured.NestedSlice(u.Object, "spec", "versions")
+	var served []string
+	for _, v := range versions {
+		m, ok := v.(map[string]any)
+		if !ok || m["served"] != true {
+			continue
+		}
+		if name, ok := m["name"].(string); ok {
+			served = append(served, name)
+		}
+	}
+	if len(served) == 0 {
+		return ""
+	}
+	sort.Slice(served, func(i, j int) bool {
+		return version.CompareKubeAwareVersionStrings(served[i], served[j]) > 0
+	})
+	return served[0]
+}
+
+// reconcile makes the running informers match the Established Flux CRDs.
+// It runs on every CRD event; CRDs are few, so a full diff is cheap.
+func (w *Watcher) reconcile() {
+	want := map[string]Kind{}
+	for _, obj := range w.crds.GetStore().List() {
+		r, ok := obj.(*crdRecord)
+		if !ok || !r.established || r.version == "" || !strings.HasSuffix(r.group, FluxGroupSuffix) {
+			continue
+		}
+		want[r.group+"/"+r.kind] = Kind{Group: r.group, Version: r.version, Kind: r.kind,
+			Resource: r.resource, Namespaced: r.namespaced, FluxVersion: r.fluxVersion}
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.ctx == nil || w.ctx.Err() != nil {
+		return
+	}
+	for key, kw := range w.kinds {
+		if k, ok := want[key]; ok && k == kw.kind {
+			continue
+		}
+		kw.stop()
+		delete(w.kinds, key)
+		w.log.Info("Stopped watching Flux kind", "kind", kw.kind.Kind, "group", kw.kind.Group, "version", kw.kind.Version)
+	}
+	for key, k := range want {
+		if _, ok := w.kinds[key]; ok {
+			continue
+		}
+		kw, err := w.start(k)
+		if err != nil {
+			w.log.Error("Cannot watch Flux kind", "kind", k.Kind, "group", k.Group, "err", err)
+			continue
+		}
+		w.kinds[key] = kw
+		w.log.Info("Watching Flux kind", "kind", k.Kind, "group", k.Group, "version", k.Version)
+	}
+}
+
+func (w *Watcher) start(k Kind) (*kindWatch, error) {
+	ctx, cancel := context.WithCancel(w.ctx)
+	kw := &kindWatch{kind: k, stop: cancel}
+	gvr := schema.GroupVersionResource{Group: k.Group, Version: k.Version, Resource: k.Resource}
+	namespaces := []string{metav1.NamespaceAll}
+	if k.Namespaced && len(w.opts.Namespaces) > 0 {
+		namespaces = w.opts.Namespaces
+	}
+	var tweak dynamicinformer.TweakListOptionsFunc
+	if k.Namespaced && len(w.opts.Namespaces) == 0 && len(w.opts.ExcludeNamespaces) > 0 {
+		sel := make([]fields.Selector, 0, len(w.opts.ExcludeNamespaces))
+		for _, ns := range w.opts.ExcludeNamespaces {
+			sel = append(sel, fields.OneTermNotEqualSelector("metadata.namespace", ns))
+		}
+		selector := fields.AndSelectors(sel...).String()
+		tweak = func(o *metav1.ListOptions) { o.FieldSelector = selector }
+	}
+	transform := func(obj any) (any, error) {
+		u, ok := obj.(*unstructured.Unstructured)
+		if !ok {
+			return obj, nil
+		}
+		rec, errs := w.opts.Transform(k, u)
+		if len(errs) > 0 {
+			kw.objectErrors.Add(uint64(len(errs)))
+			w.log.Debug("Object has fields that cannot be read; reporting the rest", "kind", k.Kind,
+				"namespace", u.GetNamespace(), "name", u.GetName(), "errors", errors.Join(errs...))
+		}
+		return rec, nil
+	}
+	for _, ns := range namespaces {
+		inf := dynamicinformer.NewFilteredDynamicInformer(w.client, gvr, ns, 0, cache.Indexers{}, tweak).Informer()
+		if err := inf.SetTransform(transform); err != nil {
+			cancel()
+			return nil, fmt.Errorf("set transform: %w", err)
+		}
+		if err := inf.SetWatchErrorHandler(func(_ *cache.Reflector, err error) {
+			kw.watchErrors.Add(1)
+			w.log.Warn("Watch failed; serving the cached objects while retrying", "kind", k.Kind, "namespace", ns, "err", err)
+		}); err != nil {
+			cancel()
+			return nil, fmt.Errorf("set watch error handler: %w", err)
+		}
+		kw.informers = append(kw.informers, inf)
+		go inf.RunWithContext(ctx)
+	}
+	return kw, nil
+}
+
+// State returns every watched kind, sorted by kind then group, with the
+// records of the synced ones. It reads only the local caches.
+func (w *Watcher) State() []KindState {
+	w.mu.RLock()
+	defer w.mu.RUnlock()
+	out := make([]KindState, 0, len(w.kinds))
+	for _, kw := range w.kinds {
+		s := KindState{Kind: kw.kind, Synced: kw.synced(), WatchErrors: kw.watchErrors.Load(), ObjectErrors: kw.objectErrors.Load()}
+		// A half-filled cache would report objects as missing; until the
+		// first full list has landed, report the kind and no objects.
+		if s.Synced {
+			for _, inf := range kw.informers {
+				s.Records = append(s.Records, inf.GetStore().List()...)
+			}
+		}
+		out = append(out, s)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Kind.Kind != out[j].Kind.Kind {
+			return out[i].Kind.Kind < out[j].Kind.Kind
+		}
+		return out[i].Kind.Group < out[j].Kind.Group
+	})
+	return out
+}
+
+func (kw *kindWatch) synced() bool {
+	for _, inf := range kw.informers {
+		if !inf.HasSynced() {
+			return false
+		}
+	}
+	return true
+}
+
+// Ready reports whether the CRD cache and every kind's cache have synced,
+// and otherwise which are still syncing.
+func (w *Watcher) Ready() (bool, []string) {
+	if !w.crds.HasSynced() {
+		return false, []string{"CustomResourceDefinition"}
+	}
+	var pending []string
+	for _, s := range w.State() {
+		if !s.Synced {
+			pending = append(pending, s.Kind.Kind)
+		}
+	}
+	return len(pending) == 0, pending
+}
+
+// Exists reports whether the cache holds an object of this kind. Objects
+// the exporter does not watch (an unknown kind, a filtered namespace, a kind
+// still syncing) count as existing: only the cache's positive knowledge of
+// a deletion may expire state kept elsewhere, such as event series.
+func (w *Watcher) Exists(kind, namespace, name string) bool {
+	if !w.watches(namespace) {
+		return true
+	}
+	key := name
+	if namespace != "" {
+		key = namespace + "/" + name
+	}
+	w.mu.RLock()
+	defer w.mu.RUnlock()
+	known := false
+	for _, kw := range w.kinds {
+		if kw.kind.Kind != kind {
+			continue
+		}
+		if !kw.synced() {
+			return true
+		}
+		known = true
+		for _, inf := range kw.informers {
+			if _, ok, _ := inf.GetStore().GetByKey(key); ok {
+				return true
+			}
+		}
+	}
+	return !known
+}
+
+func (w *Watcher) watches(namespace string) bool {
+	if slices.Contains(w.opts.ExcludeNamespaces, namespace) {
+		return false
+	}
+	return len(w.opts.Namespaces) == 0 || slices.Contains(w.opts.Namespaces, namespace)
+}
+
+// FluxVersion is the distribution version read from the Flux CRDs' labels,
+// or "" when none carries it.
+func (w *Watcher) FluxVersion() string {
+	for _, s := range w.State() {
+		if s.Kind.FluxVersion != "" {
+			return s.Kind.FluxVersion
+		}
+	}
+	return ""
+}

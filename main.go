@@ -1,0 +1,212 @@
+// Command flux_exporter exports Flux CD objects and controllers as
+// Prometheus metrics.
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/alecthomas/kingpin/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	versioncollector "github.com/prometheus/client_golang/prometheus/collectors/version"
+	"github.com/prometheus/common/promslog"
+	promslogflag "github.com/prometheus/common/promslog/flag"
+	"github.com/prometheus/common/version"
+	toolkit "github.com/prometheus/exporter-toolkit/web"
+	"github.com/prometheus/exporter-toolkit/web/kingpinflag"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/klog/v2"
+
+	"github.com/flux-exporter/flux_exporter/collector"
+	"github.com/flux-exporter/flux_exporter/events"
+	"github.com/flux-exporter/flux_exporter/kube"
+	"github.com/flux-exporter/flux_exporter/web"
+)
+
+const program = "flux_exporter"
+
+func main() { os.Exit(run(os.Args[1:])) }
+
+func run(args []string) int {
+	app := kingpin.New(program, "Prometheus exporter for Flux CD: every Flux object and controller, fresh on each scrape.")
+	var (
+		webFlags       = kingpinflag.AddFlags(app, ":9899")
+		telemetryPath  = app.Flag("web.telemetry-path", "Path under which to expose metrics.").Default("/metrics").String()
+		disableExpMets = app.Flag("web.disable-exporter-metrics", "Exclude the exporter's own go_*, process_* and promhttp_* metrics.").Bool()
+		maxRequests    = app.Flag("web.max-requests", "Maximum number of parallel scrape requests; 0 disables the limit.").Default("40").Int()
+		timeoutOffset  = app.Flag("web.timeout-offset", "Time taken off Prometheus's scrape timeout so the answer arrives in time.").Default("500ms").Duration()
+
+		kubeOpts       kube.ClientOptions
+		startupTimeout = app.Flag("kube.startup-timeout", "How long to wait for the API server at start before exiting.").Default("30s").Duration()
+		namespaces     = app.Flag("namespaces", "Comma-separated namespaces to watch; empty watches all.").Default("").String()
+		excludeNS      = app.Flag("namespaces-exclude", "Comma-separated namespaces never to watch.").Default("").String()
+
+		eventsEnabled   = app.Flag("events.enabled", "Receive Flux events from notification-controller (generic and generic-hmac Providers) on "+events.Path+".").Default("false").Bool()
+		eventsListen    = app.Flag("events.listen-address", "Serve the events endpoint on its own address instead of the metrics listener, e.g. when metrics require basic auth a Provider cannot send.").Default("").String()
+		eventsWebConfig = app.Flag("events.web.config.file", "exporter-toolkit web config (TLS) for --events.listen-address.").Default("").String()
+		eventsCfg       events.Config
+	)
+	app.Flag("events.hmac-key-file", "File holding the generic-hmac Provider's token; re-read when it changes. Requests without a valid X-Signature are rejected with 401.").StringVar(&eventsCfg.HMACKeyFile)
+	app.Flag("events.allow-unsigned", "Accept events without a signature when no --events.hmac-key-file is set.").BoolVar(&eventsCfg.AllowUnsigned)
+	eventsMaxBody := app.Flag("events.max-body-bytes", "Largest event body accepted; larger requests get 413.").Default("1MiB").Bytes()
+	app.Flag("events.series-ttl", "How long event series of an object deleted from the cluster are kept.").Default("1h").DurationVar(&eventsCfg.SeriesTTL)
+	app.Flag("events.max-series", "Hard cap on event series; events past it are dropped and counted.").Default("10000").IntVar(&eventsCfg.MaxSeries)
+	app.Flag("kube.config", "Path to a kubeconfig; default: $KUBECONFIG, then in-cluster, then ~/.kube/config.").StringVar(&kubeOpts.Kubeconfig)
+	app.Flag("kube.context", "Kubeconfig context to use; default: the current context.").StringVar(&kubeOpts.Context)
+	app.Flag("kube.qps", "Queries per second allowed to the API server.").Default("20").Float32Var(&kubeOpts.QPS)
+	app.Flag("kube.burst", "Burst of queries allowed to the API server.").Default("40").IntVar(&kubeOpts.Burst)
+	collector.RegisterFlags(app)
+	logCfg := &promslog.Config{}
+	promslogflag.AddFlags(app, logCfg)
+	app.Version(version.Print(program))
+	app.HelpFlag.Short('h')
+	if _, err := app.Parse(args); err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v; see --help\n", program, err)
+		return 2
+	}
+	logger := promslog.New(logCfg)
+	klog.SetSlogLogger(logger.With("component", "client-go"))
+
+	logger.Info("Starting "+program, "version", version.Info())
+	logger.Info("Build context", "build_context", version.BuildContext())
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	kubeOpts.UserAgent = program + "/" + version.Version
+	cfg, source, err := kube.RESTConfig(kubeOpts)
+	if err != nil {
+		logger.Error("Cannot configure the Kubernetes client", "err", err)
+		return 1
+	}
+	serverVersion, err := kube.WaitForServer(ctx, cfg, *startupTimeout, logger)
+	if err != nil {
+		logger.Error("Kubernetes API server unreachable", "err", err)
+		return 1
+	}
+	logger.Info("Connected to Kubernetes", "host", cfg.Host, "config", source, "server_version", serverVersion)
+
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		logger.Error("Cannot create the Kubernetes client", "err", err)
+		return 1
+	}
+	if err := checkCRDAccess(ctx, dyn); err != nil {
+		logger.Error("Cannot read CustomResourceDefinitions", "err", err)
+		return 1
+	}
+	watcher, err := kube.NewWatcher(dyn, kube.WatcherOptions{
+		Namespaces:        splitList(*namespaces),
+		ExcludeNamespaces: splitList(*excludeNS),
+		Transform:         collector.Decode,
+		Logger:            logger,
+	})
+	if err != nil {
+		logger.Error("Invalid namespace flags", "err", err)
+		return 2
+	}
+	go watcher.Run(ctx)
+
+	exporter, err := collector.New(collector.Deps{Flux: watcher, Logger: logger})
+	if err != nil {
+		logger.Error("Cannot start collectors", "err", err)
+		return 1
+	}
+
+	static := prometheus.NewRegistry()
+	static.MustRegister(versioncollector.NewCollector(program))
+	routes := map[string]http.Handler{}
+	if *eventsEnabled {
+		eventsCfg.MaxBodyBytes = int64(*eventsMaxBody)
+		eventsCfg.Exists = watcher.Exists
+		eventsCfg.Logger = logger.With("component", "events")
+		receiver, err := events.New(eventsCfg)
+		if err != nil {
+			logger.Error("Cannot enable the events endpoint", "err", err)
+			return 2
+		}
+		if eventsCfg.HMACKeyFile == "" {
+			logger.Warn("Events endpoint accepts unsigned events: anyone who can reach it can write event metrics; set --events.hmac-key-file")
+		}
+		static.MustRegister(receiver)
+		go receiver.Run(ctx)
+		if *eventsListen == "" {
+			routes[events.Path] = receiver
+		} else {
+			emux := http.NewServeMux()
+			emux.Handle(events.Path, receiver)
+			esrv := &http.Server{Handler: emux, ReadHeaderTimeout: 10 * time.Second}
+			eflags := &toolkit.FlagConfig{WebListenAddresses: &[]string{*eventsListen}, WebSystemdSocket: new(bool), WebConfigFile: eventsWebConfig}
+			go func() {
+				if err := web.Serve(ctx, esrv, eflags, logger.With("listener", "events")); err != nil {
+					logger.Error("Events listener failed", "err", err)
+					stop()
+				}
+			}()
+		}
+	}
+	var instrument prometheus.Registerer
+	if !*disableExpMets {
+		static.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		instrument = static
+	}
+
+	mux, err := web.NewMux(web.Options{
+		TelemetryPath: *telemetryPath,
+		Version:       version.Info(),
+		Static:        static,
+		Scrape:        exporter.Scrape,
+		Instrument:    instrument,
+		TimeoutOffset: *timeoutOffset,
+		MaxRequests:   *maxRequests,
+		Ready:         watcher.Ready,
+		Routes:        routes,
+		Logger:        logger,
+	})
+	if err != nil {
+		logger.Error("Cannot build HTTP routes", "err", err)
+		return 1
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	if err := web.Serve(ctx, srv, webFlags, logger); err != nil {
+		logger.Error("HTTP server failed", "err", err)
+		return 1
+	}
+	logger.Info("Shut down cleanly")
+	return 0
+}
+
+// checkCRDAccess turns missing RBAC into a clear start-up error rather than
+// a cache that never syncs.
+func checkCRDAccess(ctx context.Context, dyn dynamic.Interface) error {
+	gvr := schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
+	_, err := dyn.Resource(gvr).List(ctx, metav1.ListOptions{Limit: 1})
+	switch {
+	case err == nil:
+		return nil
+	case apierrors.IsForbidden(err):
+		return fmt.Errorf("%w; grant get, list and watch on customresourcedefinitions (see deploy/ or the Helm chart's ClusterRole)", err)
+	default:
+		return fmt.Errorf("list customresourcedefinitions: %w", err)
+	}
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}

@@ -1,0 +1,137 @@
+package apiserver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"sync"
+
+	noopoteltrace "go.opentelemetry.io/otel/trace/noop"
+	"k8s.io/apiextensions-apiserver/pkg/apiserver"
+	crdoptions "k8s.io/apiextensions-apiserver/pkg/cmd/server/options"
+	generatedopenapi "k8s.io/apiextensions-apiserver/pkg/generated/openapi"
+	"k8s.io/apiserver/pkg/authentication/request/anonymous"
+	"k8s.io/apiserver/pkg/authorization/authorizerfactory"
+	openapinamer "k8s.io/apiserver/pkg/endpoints/openapi"
+	genericapiserver "k8s.io/apiserver/pkg/server"
+	genericoptions "k8s.io/apiserver/pkg/server/options"
+	apiservercompat "k8s.io/apiserver/pkg/util/compatibility"
+	utilfeature "k8s.io/apiserver/pkg/util/feature"
+	"k8s.io/apiserver/pkg/util/openapi"
+	"k8s.io/apiserver/pkg/util/webhook"
+	"k8s.io/client-go/kubernetes/scheme"
+	basecompat "k8s.io/component-base/compatibility"
+)
+
+// buildMu serialises server construction. Building options and configs
+// touches process-global registries (the default component globals registry,
+// metrics, feature gates) that are not safe for concurrent first use; running
+// servers afterwards is.
+var buildMu sync.Mutex
+
+// newComponentRegistry gives each server its own version and feature gate
+// registry, so that parallel servers do not set the process-wide one.
+func newComponentRegistry() (basecompat.ComponentGlobalsRegistry, error) {
+	gate := utilfeature.DefaultMutableFeatureGate.DeepCopy()
+	version := apiservercompat.DefaultBuildEffectiveVersion()
+	version.SetEmulationVersion(gate.EmulationVersion())
+	registry := basecompat.NewComponentGlobalsRegistry()
+	if err := registry.Register(basecompat.DefaultKubeComponent, version, gate); err != nil {
+		return nil, fmt.Errorf("register component globals: %w", err)
+	}
+	return registry, nil
+}
+
+// buildCRD assembles apiextensions-apiserver with the recommended options
+// minus everything that needs a core Kubernetes API behind it: no delegated
+// authentication, authorisation or admission, no core informers, no priority
+// and fairness. Requests are anonymous and always allowed.
+func (s *Server) buildCRD(ln net.Listener, serving keyPair, etcdURL string) (func(context.Context) error, error) {
+	paths, err := writeFiles(s.dir,
+		namedFile{"serving.crt", serving.certPEM},
+		namedFile{"serving.key", serving.keyPEM})
+	if err != nil {
+		return nil, err
+	}
+
+	buildMu.Lock()
+	defer buildMu.Unlock()
+
+	o := crdoptions.NewCustomResourceDefinitionsServerOptions(io.Discard, io.Discard)
+	registry, err := newComponentRegistry()
+	if err != nil {
+		return nil, err
+	}
+	o.ServerRunOptions.ComponentGlobalsRegistry = registry
+	rec := o.RecommendedOptions
+	loopback := ln.Addr().(*net.TCPAddr)
+	rec.SecureServing.Listener = ln
+	rec.SecureServing.BindAddress = loopback.IP
+	rec.SecureServing.BindPort = loopback.Port
+	rec.SecureServing.ExternalAddress = loopback.IP
+	rec.SecureServing.ServerCert.CertKey = genericoptions.CertKey{CertFile: paths[0], KeyFile: paths[1]}
+	rec.Etcd.StorageConfig.Transport.ServerList = []string{etcdURL}
+	rec.CoreAPI = nil
+	rec.Admission = nil
+	rec.Authentication = nil
+	rec.Authorization = nil
+	rec.Features.EnablePriorityAndFairness = false
+
+	if err := registry.Set(); err != nil {
+		return nil, fmt.Errorf("apply component globals: %w", err)
+	}
+	if err := o.Complete(); err != nil {
+		return nil, fmt.Errorf("complete apiextensions options: %w", err)
+	}
+	if err := o.Validate(); err != nil {
+		return nil, fmt.Errorf("validate apiextensions options: %w", err)
+	}
+
+	// The stock options.Config() needs a core informer factory that this mode
+	// does not have, so the configuration is assembled here.
+	generic := genericapiserver.NewRecommendedConfig(apiserver.Codecs)
+	if err := o.ServerRunOptions.ApplyTo(&generic.Config); err != nil {
+		return nil, fmt.Errorf("apply server run options: %w", err)
+	}
+	if err := rec.ApplyTo(generic); err != nil {
+		return nil, fmt.Errorf("apply recommended options: %w", err)
+	}
+	if err := o.APIEnablement.ApplyTo(&generic.Config, apiserver.DefaultAPIResourceConfigSource(), apiserver.Scheme); err != nil {
+		return nil, fmt.Errorf("apply API enablement: %w", err)
+	}
+	generic.Authentication.Authenticator = anonymous.NewAuthenticator(nil)
+	generic.Authorization.Authorizer = authorizerfactory.NewAlwaysAllowAuthorizer()
+	definitions := openapi.GetOpenAPIDefinitionsWithoutDisabledFeatures(generatedopenapi.GetOpenAPIDefinitions)
+	namer := openapinamer.NewDefinitionNamer(apiserver.Scheme, scheme.Scheme)
+	generic.OpenAPIConfig = genericapiserver.DefaultOpenAPIConfig(definitions, namer)
+	generic.OpenAPIV3Config = genericapiserver.DefaultOpenAPIV3Config(definitions, namer)
+
+	cfg := &apiserver.Config{
+		GenericConfig: generic,
+		ExtraConfig: apiserver.ExtraConfig{
+			CRDRESTOptionsGetter: crdoptions.NewCRDRESTOptionsGetter(*rec.Etcd, generic.ResourceTransformers, generic.StorageObjectCountTracker),
+			ServiceResolver:      noServices{},
+			AuthResolverWrapper:  webhook.NewDefaultAuthenticationInfoResolverWrapper(nil, nil, generic.LoopbackClientConfig, noopoteltrace.NewTracerProvider()),
+		},
+	}
+	completed := cfg.Complete()
+	// Complete switches discovery off because it expects to sit behind
+	// kube-apiserver; standing alone, kubectl and discovery clients need it.
+	completed.GenericConfig.EnableDiscovery = true
+	server, err := completed.New(genericapiserver.NewEmptyDelegate())
+	if err != nil {
+		return nil, fmt.Errorf("create apiextensions-apiserver: %w", err)
+	}
+	return server.GenericAPIServer.PrepareRun().RunWithContext, nil
+}
+
+// noServices resolves no Service: there are no Services in CRD mode, so CRD
+// conversion webhooks cannot be reached.
+type noServices struct{}
+
+func (noServices) ResolveEndpoint(namespace, name string, port int32) (*url.URL, error) {
+	return nil, errors.New("CRD mode has no Services to resolve webhook " + namespace + "/" + name)
+}

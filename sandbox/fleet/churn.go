@@ -1,0 +1,878 @@
+package fleet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"math/rand/v2"
+	"strings"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/rest"
+)
+
+// ChurnOptions set how Churn changes an applied fleet.
+type ChurnOptions struct {
+	// Interval between ticks; must be positive.
+	Interval time.Duration
+	// Seed picks the changes; the same seed on the same applied fleet makes
+	// the same sequence of changes.
+	Seed int64
+	// ChangesPerTick defaults to one per 100 objects, at least 1.
+	ChangesPerTick int
+	// Ticks stops Churn after that many ticks; 0 runs until ctx is done.
+	Ticks int
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+// ChurnStats count what Churn did.
+type ChurnStats struct {
+	Ticks            int
+	RevisionBumps    int // a source stored a new artifact revision
+	DependentUpdates int // a consumer applied or released the new revision
+	ReadinessFlips   int
+	GenerationBumps  int // a spec edit; the status catches up on a later tick
+	CatchUps         int
+	Suspends         int
+	Resumes          int
+	Deletes          int
+	Creates          int
+	Errors           int
+}
+
+// churn actions, each changing one object (and its dependents).
+type churnAction int
+
+const (
+	actBump churnAction = iota
+	actFlip
+	actGeneration
+	actSuspend
+	actReplace
+)
+
+func (a churnAction) String() string {
+	return [...]string{"bump-revision", "flip-readiness", "bump-generation", "suspend-resume", "delete-create"}[a]
+}
+
+// churnPattern is the cycle of actions, weighted toward what happens most
+// in a live cluster: new revisions, then readiness changes.
+var churnPattern = []churnAction{actBump, actFlip, actBump, actGeneration, actFlip, actSuspend, actBump, actReplace}
+
+// node is what churn knows about a live object without asking the server.
+type node struct {
+	ref       objRef
+	group     string
+	hasStatus bool
+	consumes  objRef
+	dependsOn objRef
+}
+
+type churner struct {
+	c          *client
+	r          *rand.Rand
+	g          *gen
+	log        *slog.Logger
+	namespaces []string
+	nodes      []*node
+	pending    []catchUp
+	suspended  []objRef // suspended by churn, resumed first-in first-out
+	tick       int
+	stats      ChurnStats
+}
+
+// catchUp is a controller finishing a reconciliation a few ticks later.
+type catchUp struct {
+	ref   objRef
+	group string
+	due   int
+	ready map[string]any // the Ready condition to restore; nil keeps conditions
+}
+
+// Churn changes the applied fleet every interval as a live cluster would:
+// sources store new revisions that their consumers then apply, objects turn
+// ready and failing, specs change and the status catches up a tick or two
+// later, objects are suspended and resumed, and leaf objects are deleted
+// while new ones are created. It returns when ctx is done (with a nil error)
+// or after opts.Ticks ticks.
+func Churn(ctx context.Context, cfg *rest.Config, f *Fleet, opts ChurnOptions) (ChurnStats, error) {
+	if opts.Interval <= 0 {
+		return ChurnStats{}, fmt.Errorf("churn interval must be positive, got %s", opts.Interval)
+	}
+	c, err := newClient(cfg)
+	if err != nil {
+		return ChurnStats{}, err
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.ChangesPerTick <= 0 {
+		opts.ChangesPerTick = max(1, len(f.Objects)/100)
+	}
+	g := newGen(opts.Seed^0x5eed, f.Options.Now, math.MaxInt)
+	if f.reg != nil {
+		g.reg = f.reg.clone()
+	}
+	ch := &churner{
+		c:          c,
+		r:          rand.New(rand.NewPCG(uint64(opts.Seed), 0xc0ffee)),
+		g:          g,
+		log:        opts.Logger,
+		namespaces: f.Namespaces,
+	}
+	for _, o := range f.Objects {
+		ch.track(o)
+	}
+
+	ticker := time.NewTicker(opts.Interval)
+	defer ticker.Stop()
+	for opts.Ticks == 0 || ch.stats.Ticks < opts.Ticks {
+		select {
+		case <-ctx.Done():
+			return ch.stats, nil
+		case <-ticker.C:
+		}
+		if err := ch.runTick(ctx, opts.ChangesPerTick); err != nil {
+			if ctx.Err() != nil {
+				return ch.stats, nil
+			}
+			return ch.stats, err
+		}
+	}
+	return ch.stats, nil
+}
+
+func (ch *churner) track(o *Object) {
+	ch.nodes = append(ch.nodes, &node{
+		ref: refOf(o), group: o.Group, hasStatus: o.State != StateNoStatus,
+		consumes: o.consumes, dependsOn: o.dependsOn,
+	})
+}
+
+func (ch *churner) untrack(r objRef) {
+	for i, n := range ch.nodes {
+		if n.ref == r {
+			ch.nodes = append(ch.nodes[:i], ch.nodes[i+1:]...)
+			return
+		}
+	}
+}
+
+func (ch *churner) runTick(ctx context.Context, changes int) error {
+	ch.stats.Ticks++
+	ch.tick++
+	now := time.Now().UTC().Truncate(time.Second)
+
+	keep := ch.pending[:0]
+	for _, cu := range ch.pending {
+		if cu.due > ch.tick {
+			keep = append(keep, cu)
+			continue
+		}
+		if err := ch.catchUp(ctx, cu, now); err != nil {
+			ch.fail(ctx, "catch-up", cu.ref, err)
+		}
+	}
+	ch.pending = keep
+
+	for i := range changes {
+		act := churnPattern[((ch.tick-1)*changes+i)%len(churnPattern)]
+		if err := ch.do(ctx, act, now); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			ch.stats.Errors++
+			ch.log.Warn("churn action failed", "action", act.String(), "err", err)
+		}
+	}
+	ch.log.Debug("churn tick", "tick", ch.tick, "objects", len(ch.nodes))
+	return nil
+}
+
+func (ch *churner) fail(ctx context.Context, what string, r objRef, err error) {
+	if ctx.Err() != nil {
+		return
+	}
+	ch.stats.Errors++
+	ch.log.Warn("churn step failed", "step", what, "kind", r.kind, "namespace", r.ns, "name", r.name, "err", err)
+}
+
+// do tries a few random candidates for the action; those the server state
+// rules out (errNotEligible) are skipped.
+func (ch *churner) do(ctx context.Context, act churnAction, now time.Time) error {
+	if act == actSuspend && len(ch.suspended) > 0 {
+		return ch.resume(ctx, now)
+	}
+	filter := map[churnAction]func(*node) bool{
+		actBump: func(n *node) bool { return bumpable[n.ref.kind] },
+		actFlip: func(n *node) bool { return n.hasStatus },
+		actGeneration: func(n *node) bool {
+			return n.hasStatus && n.ref.kind != KindExternalArtifact && n.ref.kind != KindImagePolicy
+		},
+		actSuspend: func(n *node) bool { return n.ref.kind != KindExternalArtifact && n.ref.kind != KindHelmChart },
+		actReplace: ch.deletable,
+	}[act]
+	var cands []*node
+	for _, n := range ch.nodes {
+		if filter(n) && !ch.isPending(n.ref) {
+			cands = append(cands, n)
+		}
+	}
+	const tries = 8
+	for range min(tries, len(cands)) {
+		n := cands[ch.r.IntN(len(cands))]
+		var err error
+		switch act {
+		case actBump:
+			err = ch.bump(ctx, n, now)
+		case actFlip:
+			err = ch.flip(ctx, n, now)
+		case actGeneration:
+			err = ch.bumpGeneration(ctx, n, now)
+		case actSuspend:
+			err = ch.suspend(ctx, n)
+		case actReplace:
+			err = ch.replace(ctx, n, now)
+		}
+		if !errors.Is(err, errNotEligible) {
+			return err
+		}
+	}
+	ch.log.Debug("churn found no eligible object", "action", act.String())
+	return nil
+}
+
+func (ch *churner) isPending(r objRef) bool {
+	for _, cu := range ch.pending {
+		if cu.ref == r {
+			return true
+		}
+	}
+	for _, s := range ch.suspended {
+		if s == r {
+			return true
+		}
+	}
+	return false
+}
+
+// get fetches a live object and the client for its kind.
+func (ch *churner) get(ctx context.Context, group string, r objRef) (*unstructured.Unstructured, dynamic.ResourceInterface, error) {
+	ri, _, err := ch.c.resource(group, r.kind, r.ns)
+	if err != nil {
+		return nil, nil, err
+	}
+	u, err := ri.Get(ctx, r.name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		ch.untrack(r)
+		return nil, nil, errNotEligible
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("get %s: %w", r, err)
+	}
+	return u, ri, nil
+}
+
+// settled objects are not suspended, not stalled and not mid-reconciliation.
+func settled(u *unstructured.Unstructured) bool {
+	if s, _, _ := unstructured.NestedBool(u.Object, "spec", "suspend"); s {
+		return false
+	}
+	if conditionStatus(u.Object, "Stalled") == "True" || conditionStatus(u.Object, "Reconciling") == "True" {
+		return false
+	}
+	og, ok, _ := unstructured.NestedInt64(u.Object, "status", "observedGeneration")
+	return !ok || og == u.GetGeneration()
+}
+
+// Conditions, as controllers edit them: lastTransitionTime moves only when
+// the status does.
+
+func findCond(u *unstructured.Unstructured, typ string) map[string]any {
+	conds, _ := u.Object["status"].(map[string]any)["conditions"].([]any)
+	for _, c := range conds {
+		if m, ok := c.(map[string]any); ok && m["type"] == typ {
+			return m
+		}
+	}
+	return nil
+}
+
+func setCond(u *unstructured.Unstructured, typ, status, reason, msg string, now time.Time) {
+	gen := u.GetGeneration()
+	if c := findCond(u, typ); c != nil {
+		if c["status"] != status {
+			c["lastTransitionTime"] = ts(now)
+		}
+		c["status"], c["reason"], c["message"], c["observedGeneration"] = status, reason, msg, gen
+		return
+	}
+	st := u.Object["status"].(map[string]any)
+	conds, _ := st["conditions"].([]any)
+	st["conditions"] = append(conds, cond(typ, status, reason, msg, gen, now))
+}
+
+func removeCond(u *unstructured.Unstructured, typ string) {
+	st := u.Object["status"].(map[string]any)
+	conds, _ := st["conditions"].([]any)
+	out := conds[:0]
+	for _, c := range conds {
+		if m, ok := c.(map[string]any); !ok || m["type"] != typ {
+			out = append(out, c)
+		}
+	}
+	if len(out) == 0 {
+		delete(st, "conditions")
+		return
+	}
+	st["conditions"] = out
+}
+
+func hasStatusMap(u *unstructured.Unstructured) bool {
+	_, ok := u.Object["status"].(map[string]any)
+	return ok
+}
+
+// Revisions.
+
+var bumpable = map[string]bool{
+	KindGitRepository: true, KindOCIRepository: true, KindHelmRepository: true,
+	KindBucket: true, KindHelmChart: true, KindExternalArtifact: true,
+}
+
+// bump stores a new artifact revision on a ready source, then lets its
+// consumers apply it.
+func (ch *churner) bump(ctx context.Context, n *node, now time.Time) error {
+	u, ri, err := ch.get(ctx, n.group, n.ref)
+	if err != nil {
+		return err
+	}
+	art, ok, _ := unstructured.NestedMap(u.Object, "status", "artifact")
+	if !ok || !settled(u) || conditionStatus(u.Object, "Ready") != "True" {
+		return errNotEligible
+	}
+	if branch, _, _ := unstructured.NestedString(u.Object, "spec", "ref", "branch"); n.ref.kind == KindGitRepository && branch == "" {
+		return errNotEligible // tags and semver ranges do not move on their own
+	}
+	oldRev, _ := art["revision"].(string)
+	hex := ch.g.hex(64)
+	rev, file := nextRevision(n.ref.kind, oldRev, hex, ch.g)
+	chartName, _, _ := unstructured.NestedString(u.Object, "spec", "chart")
+	if n.ref.kind == KindHelmChart {
+		file = chartName + "-" + rev + ".tgz"
+	}
+	oldPath, _ := art["path"].(string)
+	oldURL, _ := art["url"].(string)
+	path := oldPath[:strings.LastIndex(oldPath, "/")+1] + file
+	art["revision"] = rev
+	art["digest"] = "sha256:" + hex
+	art["path"] = path
+	art["url"] = strings.TrimSuffix(oldURL, oldPath) + path
+	art["size"] = int64(2_000 + ch.g.intn(4_000_000))
+	art["lastUpdateTime"] = ts(now)
+	if md, ok := art["metadata"].(map[string]any); ok {
+		md["org.opencontainers.image.revision"] = "main@sha1:" + ch.g.hex(40)
+		md["org.opencontainers.image.created"] = ts(now)
+	}
+	if err := unstructured.SetNestedMap(u.Object, art, "status", "artifact"); err != nil {
+		return err
+	}
+	msg := storedMessage(n.ref.kind, rev, chartName)
+	reason := findCond(u, "Ready")["reason"].(string)
+	setCond(u, "Ready", "True", reason, msg, now)
+	setCond(u, "ArtifactInStorage", "True", reason, msg, now)
+	if _, err := ri.UpdateStatus(ctx, u, metav1.UpdateOptions{}); err != nil {
+		return fmt.Errorf("update status of %s: %w", n.ref, err)
+	}
+	ch.stats.RevisionBumps++
+	ch.log.Info("churn", "action", actBump.String(), "kind", n.ref.kind, "namespace", n.ref.ns, "name", n.ref.name, "revision", rev)
+
+	for _, d := range ch.nodes {
+		if d.consumes != n.ref {
+			continue
+		}
+		if err := ch.consume(ctx, d, rev, art, now); err != nil && !errors.Is(err, errNotEligible) {
+			ch.fail(ctx, "apply revision", d.ref, err)
+		}
+	}
+	return nil
+}
+
+// nextRevision returns a source's next revision and its artifact file name.
+func nextRevision(kind, old, hex string, g *gen) (rev, file string) {
+	file = hex + ".tar.gz"
+	switch kind {
+	case KindGitRepository:
+		commit := g.hex(40)
+		return old[:strings.Index(old, "@")] + "@sha1:" + commit, commit + ".tar.gz"
+	case KindOCIRepository:
+		tag := old[:strings.Index(old, "@")]
+		if _, _, ok := splitVersion(tag); ok {
+			tag = shiftVersion(tag, 1)
+		}
+		return tag + "@sha256:" + g.hex(64), file
+	case KindHelmRepository:
+		return "sha256:" + hex, "index-" + hex + ".yaml"
+	case KindHelmChart:
+		return shiftVersion(old, 1), file
+	case KindExternalArtifact:
+		return "latest@sha256:" + g.hex(64), file
+	default:
+		return "sha256:" + hex, file
+	}
+}
+
+// consume is a consumer's controller reacting to a new source revision.
+func (ch *churner) consume(ctx context.Context, d *node, rev string, art map[string]any, now time.Time) error {
+	u, ri, err := ch.get(ctx, d.group, d.ref)
+	if err != nil {
+		return err
+	}
+	if !hasStatusMap(u) || !settled(u) || conditionStatus(u.Object, "Ready") != "True" {
+		return errNotEligible
+	}
+	st := u.Object["status"].(map[string]any)
+	switch d.ref.kind {
+	case KindKustomization:
+		st["lastAppliedRevision"], st["lastAttemptedRevision"] = rev, rev
+		if origin, ok := art["metadata"].(map[string]any)["org.opencontainers.image.revision"]; ok {
+			st["lastAppliedOriginRevision"] = origin
+		}
+		setCond(u, "Ready", "True", "ReconciliationSucceeded", "Applied revision: "+rev, now)
+		entry := map[string]any{
+			"digest":                 "sha256:" + ch.g.hex(64),
+			"firstReconciled":        ts(now),
+			"lastReconciled":         ts(now),
+			"lastReconciledDuration": ch.g.duration(300*time.Millisecond, 30*time.Second),
+			"lastReconciledStatus":   "ReconciliationSucceeded",
+			"totalReconciliations":   int64(1),
+			"metadata":               map[string]any{"revision": rev},
+		}
+		history, _ := st["history"].([]any)
+		st["history"] = append([]any{entry}, history[:min(len(history), 4)]...)
+	case KindHelmRelease:
+		ch.upgrade(u, st, rev, art, now)
+	case KindHelmChart:
+		st["observedSourceArtifactRevision"] = rev
+	default:
+		return errNotEligible
+	}
+	if _, err := ri.UpdateStatus(ctx, u, metav1.UpdateOptions{}); err != nil {
+		return fmt.Errorf("update status of %s: %w", d.ref, err)
+	}
+	ch.stats.DependentUpdates++
+	ch.log.Info("churn", "action", "apply-revision", "kind", d.ref.kind, "namespace", d.ref.ns, "name", d.ref.name, "revision", rev)
+	return nil
+}
+
+// upgrade records a Helm upgrade to the chart version in rev.
+func (ch *churner) upgrade(u *unstructured.Unstructured, st map[string]any, rev string, art map[string]any, now time.Time) {
+	history, _ := st["history"].([]any)
+	if len(history) == 0 {
+		return
+	}
+	cur := history[0].(map[string]any)
+	next := make(map[string]any, len(cur))
+	for k, v := range cur {
+		next[k] = v
+	}
+	version, _ := cur["version"].(int64)
+	version++
+	chartVersion, attempted := rev, rev
+	if i := strings.Index(rev, "@sha256:"); i >= 0 { // an OCIRepository: tag@digest
+		digest := rev[i+len("@sha256:"):]
+		chartVersion = rev[:i]
+		attempted = chartVersion + "+" + digest[:12]
+		st["lastAttemptedRevisionDigest"] = "sha256:" + digest
+		next["ociDigest"] = art["digest"]
+	}
+	next["version"] = version
+	next["chartVersion"] = chartVersion
+	next["status"] = "deployed"
+	next["action"] = "upgrade"
+	next["digest"] = "sha256:" + ch.g.hex(64)
+	next["lastDeployed"] = ts(now)
+	delete(next, "testHooks")
+	cur["status"] = "superseded"
+	st["history"] = []any{next, cur}
+	st["lastAttemptedRevision"] = attempted
+	st["lastAttemptedReleaseAction"] = "upgrade"
+	msg := fmt.Sprintf("Helm upgrade succeeded for release %s/%s.v%d with chart %s@%s", next["namespace"], next["name"], version, next["chartName"], chartVersion)
+	setCond(u, "Ready", "True", "UpgradeSucceeded", msg, now)
+	setCond(u, "Released", "True", "UpgradeSucceeded", msg, now)
+}
+
+// Readiness.
+
+// failure is how a kind's controller reports a transient failure.
+type failure struct {
+	reason  string
+	cond    string // negative-polarity condition also set, if any
+	message func(u *unstructured.Unstructured) string
+}
+
+func nested(u *unstructured.Unstructured, path ...string) string {
+	s, _, _ := unstructured.NestedString(u.Object, path...)
+	return s
+}
+
+var failures = map[string]failure{
+	KindGitRepository: {"GitOperationFailed", "FetchFailed", func(u *unstructured.Unstructured) string {
+		return fmt.Sprintf("failed to checkout and determine revision: unable to clone '%s': context deadline exceeded", nested(u, "spec", "url"))
+	}},
+	KindOCIRepository: {"OCIArtifactPullFailed", "FetchFailed", func(u *unstructured.Unstructured) string {
+		return fmt.Sprintf("failed to pull artifact from '%s': GET https://%s: 503 Service Unavailable", nested(u, "spec", "url"), strings.TrimPrefix(nested(u, "spec", "url"), "oci://"))
+	}},
+	KindHelmRepository: {"IndexationFailed", "FetchFailed", func(u *unstructured.Unstructured) string {
+		return fmt.Sprintf("failed to fetch Helm repository index: failed to cache index to temporary file: failed to fetch %s/index.yaml : 503 Service Unavailable", nested(u, "spec", "url"))
+	}},
+	KindHelmChart: {"ChartPullError", "FetchFailed", func(u *unstructured.Unstructured) string {
+		return fmt.Sprintf("chart pull error: failed to download chart for remote reference: %s: 502 Bad Gateway", nested(u, "spec", "chart"))
+	}},
+	KindBucket: {"BucketOperationFailed", "FetchFailed", func(u *unstructured.Unstructured) string {
+		return fmt.Sprintf("failed to list objects from bucket '%s': connection refused", nested(u, "spec", "bucketName"))
+	}},
+	KindExternalArtifact: {"BuildFailed", "BuildFailed", func(u *unstructured.Unstructured) string {
+		return fmt.Sprintf("failed to build artifact: source %s/%s is not ready", nested(u, "spec", "sourceRef", "kind"), nested(u, "spec", "sourceRef", "name"))
+	}},
+	KindKustomization: {"HealthCheckFailed", "", func(u *unstructured.Unstructured) string {
+		return fmt.Sprintf("health check failed after 5m0s: timeout waiting for: [Deployment/%s/%s status: 'InProgress']", u.GetNamespace(), u.GetName())
+	}},
+	KindHelmRelease: {"UpgradeFailed", "", func(u *unstructured.Unstructured) string {
+		return fmt.Sprintf("Helm upgrade failed for release %s/%s: context deadline exceeded", u.GetNamespace(), u.GetName())
+	}},
+	KindImageRepository: {"ReadOperationFailed", "", func(u *unstructured.Unstructured) string {
+		return fmt.Sprintf("failed to scan image '%s': 503 Service Unavailable", nested(u, "spec", "image"))
+	}},
+	KindImagePolicy: {"ReconciliationFailed", "", func(*unstructured.Unstructured) string {
+		return "cannot determine latest tag for policy: version list argument cannot be empty"
+	}},
+	KindImageUpdateAutomation: {"GitOperationFailed", "", func(u *unstructured.Unstructured) string {
+		return fmt.Sprintf("failed to push to remote: remote: Permission to acme/%s.git denied to fluxcdbot.", nested(u, "spec", "sourceRef", "name"))
+	}},
+	KindReceiver: {"TokenNotFound", "", func(u *unstructured.Unstructured) string {
+		return fmt.Sprintf("unable to read token from secret '%s/webhook-token' error: Secret \"webhook-token\" not found", u.GetNamespace())
+	}},
+}
+
+// recovered returns a kind's Ready reason and message from what the status
+// says it last achieved, or false when there is nothing to be ready with.
+func recovered(u *unstructured.Unstructured) (string, string, bool) {
+	kind := u.GetKind()
+	switch kind {
+	case KindKustomization:
+		rev := nested(u, "status", "lastAppliedRevision")
+		return "ReconciliationSucceeded", "Applied revision: " + rev, rev != ""
+	case KindHelmRelease:
+		history, _, _ := unstructured.NestedSlice(u.Object, "status", "history")
+		if len(history) == 0 {
+			return "", "", false
+		}
+		h := history[0].(map[string]any)
+		h["status"] = "deployed"
+		v, _ := h["version"].(int64)
+		reason, verb := "UpgradeSucceeded", "upgrade"
+		if v == 1 {
+			reason, verb = "InstallSucceeded", "install"
+		}
+		_ = unstructured.SetNestedSlice(u.Object, history, "status", "history")
+		return reason, fmt.Sprintf("Helm %s succeeded for release %s/%s.v%d with chart %s@%s", verb, h["namespace"], h["name"], v, h["chartName"], h["chartVersion"]), true
+	case KindImageRepository:
+		n, ok, _ := unstructured.NestedInt64(u.Object, "status", "lastScanResult", "tagCount")
+		return "Succeeded", fmt.Sprintf("successful scan: found %d tags with checksum %s", n, nested(u, "status", "lastScanResult", "revision")), ok
+	case KindImagePolicy:
+		tag := nested(u, "status", "latestRef", "tag")
+		return "Succeeded", fmt.Sprintf("Latest image tag for %s resolved to %s", nested(u, "status", "latestRef", "name"), tag), tag != ""
+	case KindImageUpdateAutomation:
+		return "Succeeded", "repository up-to-date", true
+	case KindReceiver:
+		path := nested(u, "status", "webhookPath")
+		return "Succeeded", "Receiver initialized for path: " + path, path != ""
+	default: // sources
+		rev := nested(u, "status", "artifact", "revision")
+		reason := "Succeeded"
+		if kind == KindHelmChart {
+			reason = "ChartPullSucceeded"
+		}
+		return reason, storedMessage(kind, rev, nested(u, "spec", "chart")), rev != ""
+	}
+}
+
+func (ch *churner) flip(ctx context.Context, n *node, now time.Time) error {
+	u, ri, err := ch.get(ctx, n.group, n.ref)
+	if err != nil {
+		return err
+	}
+	if !hasStatusMap(u) || !settled(u) {
+		return errNotEligible
+	}
+	f, known := failures[n.ref.kind]
+	ready := conditionStatus(u.Object, "Ready")
+	var to string
+	switch {
+	case !known:
+		return errNotEligible
+	case ready == "True":
+		msg := f.message(u)
+		setCond(u, "Ready", "False", f.reason, msg, now)
+		if f.cond != "" {
+			setCond(u, f.cond, "True", f.reason, msg, now)
+		}
+		if n.ref.kind == KindHelmRelease {
+			setCond(u, "Released", "False", f.reason, msg, now)
+			st := u.Object["status"].(map[string]any)
+			for _, k := range []string{"failures", "upgradeFailures"} {
+				c, _ := st[k].(int64)
+				st[k] = c + 1
+			}
+		}
+		to = "False"
+	case ready == "False":
+		reason, msg, ok := recovered(u)
+		if !ok {
+			return errNotEligible
+		}
+		setCond(u, "Ready", "True", reason, msg, now)
+		for _, t := range []string{"FetchFailed", "BuildFailed", "Remediated"} {
+			removeCond(u, t)
+		}
+		if findCond(u, "Healthy") != nil {
+			setCond(u, "Healthy", "True", "Succeeded", "Health check passed in 3.2s", now)
+		}
+		if n.ref.kind == KindHelmRelease {
+			setCond(u, "Released", "True", reason, msg, now)
+			st := u.Object["status"].(map[string]any)
+			delete(st, "failures")
+			delete(st, "installFailures")
+			delete(st, "upgradeFailures")
+		}
+		to = "True"
+	default:
+		return errNotEligible
+	}
+	if _, err := ri.UpdateStatus(ctx, u, metav1.UpdateOptions{}); err != nil {
+		return fmt.Errorf("update status of %s: %w", n.ref, err)
+	}
+	ch.stats.ReadinessFlips++
+	ch.log.Info("churn", "action", actFlip.String(), "kind", n.ref.kind, "namespace", n.ref.ns, "name", n.ref.name, "ready", to)
+	return nil
+}
+
+// Generations.
+
+// bumpGeneration edits the spec (a new interval); the controller marks the
+// object as reconciling, and catches up on a later tick.
+func (ch *churner) bumpGeneration(ctx context.Context, n *node, now time.Time) error {
+	u, ri, err := ch.get(ctx, n.group, n.ref)
+	if err != nil {
+		return err
+	}
+	old, _, _ := unstructured.NestedString(u.Object, "spec", "interval")
+	ready := findCondCopy(u, "Ready")
+	if old == "" || !hasStatusMap(u) || !settled(u) || ready == nil {
+		return errNotEligible
+	}
+	next := old
+	for next == old {
+		next = intervals[ch.r.IntN(len(intervals))]
+	}
+	if err := unstructured.SetNestedField(u.Object, next, "spec", "interval"); err != nil {
+		return err
+	}
+	u, err = ri.Update(ctx, u, metav1.UpdateOptions{})
+	if err != nil {
+		return fmt.Errorf("update %s: %w", n.ref, err)
+	}
+	msg := "Reconciliation in progress"
+	setCond(u, "Reconciling", "True", "Progressing", msg, now)
+	setCond(u, "Ready", "Unknown", "Progressing", msg, now)
+	// Only Reconciling speaks for the new generation yet.
+	findCond(u, "Ready")["observedGeneration"] = ready["observedGeneration"]
+	if _, err := ri.UpdateStatus(ctx, u, metav1.UpdateOptions{}); err != nil {
+		return fmt.Errorf("update status of %s: %w", n.ref, err)
+	}
+	ch.stats.GenerationBumps++
+	ch.pending = append(ch.pending, catchUp{ref: n.ref, group: n.group, due: ch.tick + 1 + ch.r.IntN(2), ready: ready})
+	ch.log.Info("churn", "action", actGeneration.String(), "kind", n.ref.kind, "namespace", n.ref.ns, "name", n.ref.name, "generation", u.GetGeneration(), "interval", next)
+	return nil
+}
+
+func findCondCopy(u *unstructured.Unstructured, typ string) map[string]any {
+	if !hasStatusMap(u) {
+		return nil
+	}
+	c := findCond(u, typ)
+	if c == nil {
+		return nil
+	}
+	out := make(map[string]any, len(c))
+	for k, v := range c {
+		out[k] = v
+	}
+	return out
+}
+
+// catchUp finishes a reconciliation: observedGeneration reaches generation.
+func (ch *churner) catchUp(ctx context.Context, cu catchUp, now time.Time) error {
+	u, ri, err := ch.get(ctx, cu.group, cu.ref)
+	if errors.Is(err, errNotEligible) {
+		return nil // deleted meanwhile
+	}
+	if err != nil {
+		return err
+	}
+	if !hasStatusMap(u) {
+		return nil
+	}
+	gen := u.GetGeneration()
+	st := u.Object["status"].(map[string]any)
+	st["observedGeneration"] = gen
+	if _, ok := st["lastAttemptedGeneration"]; ok {
+		st["lastAttemptedGeneration"] = gen
+	}
+	if cu.ready != nil {
+		removeCond(u, "Reconciling")
+		setCond(u, "Ready", cu.ready["status"].(string), cu.ready["reason"].(string), cu.ready["message"].(string), now)
+	}
+	conds, _ := st["conditions"].([]any)
+	for _, c := range conds {
+		c.(map[string]any)["observedGeneration"] = gen
+	}
+	if _, err := ri.UpdateStatus(ctx, u, metav1.UpdateOptions{}); err != nil {
+		return fmt.Errorf("update status of %s: %w", cu.ref, err)
+	}
+	ch.stats.CatchUps++
+	ch.log.Info("churn", "action", "catch-up", "kind", cu.ref.kind, "namespace", cu.ref.ns, "name", cu.ref.name, "observedGeneration", gen)
+	return nil
+}
+
+// Suspension.
+
+func (ch *churner) setSuspend(ctx context.Context, group string, r objRef, suspend bool) (*unstructured.Unstructured, error) {
+	u, ri, err := ch.get(ctx, group, r)
+	if err != nil {
+		return nil, err
+	}
+	if cur, _, _ := unstructured.NestedBool(u.Object, "spec", "suspend"); cur == suspend {
+		return nil, errNotEligible
+	}
+	if suspend {
+		err = unstructured.SetNestedField(u.Object, true, "spec", "suspend")
+	} else {
+		unstructured.RemoveNestedField(u.Object, "spec", "suspend")
+	}
+	if err != nil {
+		return nil, err
+	}
+	u, err = ri.Update(ctx, u, metav1.UpdateOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("update %s: %w", r, err)
+	}
+	return u, nil
+}
+
+// suspend stops reconciling an object; its status stays as it was, one
+// generation behind (suspending is a spec change the controller skips).
+func (ch *churner) suspend(ctx context.Context, n *node) error {
+	u, err := ch.setSuspend(ctx, n.group, n.ref, true)
+	if err != nil {
+		return err
+	}
+	ch.suspended = append(ch.suspended, n.ref)
+	ch.stats.Suspends++
+	ch.log.Info("churn", "action", "suspend", "kind", n.ref.kind, "namespace", n.ref.ns, "name", n.ref.name, "generation", u.GetGeneration())
+	return nil
+}
+
+// resume the longest-suspended object; its controller catches up next tick.
+func (ch *churner) resume(ctx context.Context, now time.Time) error {
+	r := ch.suspended[0]
+	ch.suspended = ch.suspended[1:]
+	var n *node
+	for _, c := range ch.nodes {
+		if c.ref == r {
+			n = c
+		}
+	}
+	if n == nil {
+		return nil
+	}
+	if _, err := ch.setSuspend(ctx, n.group, r, false); err != nil {
+		if errors.Is(err, errNotEligible) {
+			return nil
+		}
+		return err
+	}
+	ch.stats.Resumes++
+	if n.hasStatus {
+		ch.pending = append(ch.pending, catchUp{ref: r, group: n.group, due: ch.tick + 1})
+	}
+	ch.log.Info("churn", "action", "resume", "kind", r.kind, "namespace", r.ns, "name", r.name)
+	return nil
+}
+
+// Deletion and creation.
+
+// deletable are leaves: nothing in the fleet consumes or waits for them.
+func (ch *churner) deletable(n *node) bool {
+	switch n.ref.kind {
+	case KindKustomization:
+		for _, o := range ch.nodes {
+			if o.dependsOn == n.ref {
+				return false
+			}
+		}
+		return true
+	case KindHelmRelease, KindAlert, KindReceiver, KindImageUpdateAutomation:
+		return true
+	}
+	return false
+}
+
+// replace deletes a leaf (a HelmRelease with the HelmChart made for it) and
+// creates a new stack of objects somewhere in the fleet.
+func (ch *churner) replace(ctx context.Context, n *node, now time.Time) error {
+	gone := []*node{n}
+	if n.ref.kind == KindHelmRelease && n.consumes.kind == KindHelmChart {
+		for _, c := range ch.nodes {
+			if c.ref == n.consumes {
+				gone = append(gone, c)
+			}
+		}
+	}
+	for _, d := range gone {
+		ri, _, err := ch.c.resource(d.group, d.ref.kind, d.ref.ns)
+		if err != nil {
+			return err
+		}
+		if err := ri.Delete(ctx, d.ref.name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("delete %s: %w", d.ref, err)
+		}
+		ch.untrack(d.ref)
+		ch.stats.Deletes++
+		ch.log.Info("churn", "action", "delete", "kind", d.ref.kind, "namespace", d.ref.ns, "name", d.ref.name)
+	}
+
+	ns := ch.namespaces[ch.r.IntN(len(ch.namespaces))]
+	ch.g.now = now
+	start := len(ch.g.out)
+	st := stacks[ch.r.IntN(len(stacks))]
+	st.add(ch.g, ns)
+	for _, o := range ch.g.out[start:] {
+		if err := ch.c.create(ctx, o); err != nil {
+			return err
+		}
+		ch.track(o)
+		ch.stats.Creates++
+		ch.log.Info("churn", "action", "create", "kind", o.Kind, "namespace", o.Namespace(), "name", o.Name(), "state", string(o.State))
+	}
+	ch.g.out = ch.g.out[:start] // created objects live on the server now
+	return nil
+}

@@ -1,0 +1,127 @@
+// Package web serves the exporter over HTTP: landing page, health and
+// readiness, and the metrics endpoint, all behind exporter-toolkit so that
+// --web.config.file brings TLS and basic auth.
+package web
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	toolkit "github.com/prometheus/exporter-toolkit/web"
+)
+
+// Options describe what the mux serves.
+type Options struct {
+	TelemetryPath string
+	Version       string
+	// Static holds the collectors that do not need the scrape's context.
+	Static prometheus.Gatherer
+	// Scrape builds the collectors of one scrape, bound to its deadline.
+	Scrape func(ctx context.Context) prometheus.Collector
+	// Instrument, when set, records the metrics handler's own metrics.
+	Instrument prometheus.Registerer
+	// TimeoutOffset is taken off Prometheus's scrape timeout, so that the
+	// answer arrives before the scraper gives up.
+	TimeoutOffset time.Duration
+	MaxRequests   int
+	// Ready reports readiness and, when not ready, what is still pending.
+	Ready  func() (bool, []string)
+	Routes map[string]http.Handler
+	Logger *slog.Logger
+}
+
+// NewMux builds the exporter's HTTP routes.
+func NewMux(o Options) (*http.ServeMux, error) {
+	mux := http.NewServeMux()
+	var metrics http.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := scrapeContext(r, o.TimeoutOffset)
+		defer cancel()
+		reg := prometheus.NewRegistry()
+		if err := reg.Register(o.Scrape(ctx)); err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		promhttp.HandlerFor(prometheus.Gatherers{o.Static, reg}, promhttp.HandlerOpts{
+			ErrorLog:            slog.NewLogLogger(o.Logger.Handler(), slog.LevelError),
+			ErrorHandling:       promhttp.ContinueOnError,
+			MaxRequestsInFlight: o.MaxRequests,
+		}).ServeHTTP(w, r)
+	})
+	if o.Instrument != nil {
+		metrics = promhttp.InstrumentMetricHandler(o.Instrument, metrics)
+	}
+	mux.Handle(o.TelemetryPath, metrics)
+	mux.HandleFunc("/-/healthy", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintln(w, "Healthy")
+	})
+	mux.HandleFunc("/-/ready", func(w http.ResponseWriter, _ *http.Request) {
+		if ok, pending := o.Ready(); !ok {
+			http.Error(w, "Not ready: caches still syncing: "+strings.Join(pending, ", "), http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "Ready")
+	})
+	for path, h := range o.Routes {
+		mux.Handle(path, h)
+	}
+	if o.TelemetryPath != "/" {
+		landing, err := toolkit.NewLandingPage(toolkit.LandingConfig{
+			Name:        "Flux Exporter",
+			Description: "Prometheus exporter for Flux CD objects and controllers",
+			Version:     o.Version,
+			Links: []toolkit.LandingLinks{
+				{Address: o.TelemetryPath, Text: "Metrics"},
+				{Address: "/-/healthy", Text: "Health"},
+				{Address: "/-/ready", Text: "Readiness"},
+			},
+		})
+		if err != nil {
+			return nil, fmt.Errorf("landing page: %w", err)
+		}
+		mux.Handle("/", landing)
+	}
+	return mux, nil
+}
+
+// scrapeContext bounds a scrape by the deadline Prometheus announces.
+func scrapeContext(r *http.Request, offset time.Duration) (context.Context, context.CancelFunc) {
+	h := r.Header.Get("X-Prometheus-Scrape-Timeout-Seconds")
+	secs, err := strconv.ParseFloat(h, 64)
+	if h == "" || err != nil || secs <= 0 {
+		return context.WithCancel(r.Context())
+	}
+	d := time.Duration(secs*float64(time.Second)) - offset
+	if d <= 0 {
+		d = time.Duration(secs * float64(time.Second))
+	}
+	return context.WithTimeout(r.Context(), d)
+}
+
+// Serve runs srv until ctx is done, then shuts it down gracefully.
+func Serve(ctx context.Context, srv *http.Server, flags *toolkit.FlagConfig, logger *slog.Logger) error {
+	errc := make(chan error, 1)
+	go func() { errc <- toolkit.ListenAndServe(srv, flags, logger) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve HTTP: %w", err)
+	case <-ctx.Done():
+	}
+	// ctx is already cancelled, so the shutdown gets a fresh deadline.
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		return fmt.Errorf("shut down HTTP server: %w", err)
+	}
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serve HTTP: %w", err)
+	}
+	return nil
+}
