@@ -71,7 +71,7 @@ func run(args []string) int {
 	app.Version(version.Print(program))
 	app.HelpFlag.Short('h')
 	if _, err := app.Parse(args); err != nil {
-		fmt.Fprintf(os.Stderr, "%s: %v; see --help\n", program, err)
+		fmt.Fprintf(os.Stderr, "%s: %v; see --help\n", program, nameFlag(app, args, err))
 		return 2
 	}
 	logger := promslog.New(logCfg)
@@ -199,6 +199,22 @@ func checkCRDAccess(ctx context.Context, dyn dynamic.Interface) error {
 	default:
 		return fmt.Errorf("list customresourcedefinitions: %w", err)
 	}
+}
+
+// nameFlag adds the flag to kingpin's value errors, which say only what
+// was wrong ("invalid duration") and not where.
+func nameFlag(app *kingpin.Application, args []string, err error) error {
+	pc, perr := app.ParseContext(args)
+	if perr != nil {
+		return err
+	}
+	for _, el := range pc.Elements {
+		f, ok := el.Clause.(*kingpin.FlagClause)
+		if ok && el.Value != nil && *el.Value != "" && strings.Contains(err.Error(), *el.Value) {
+			return fmt.Errorf("--%s: %w", f.Model().Name, err)
+		}
+	}
+	return err
 }
 
 func splitList(s string) []string {

@@ -45,6 +45,14 @@ var (
 		[]string{"collector"}, nil)
 )
 
+var descs = []*prometheus.Desc{scrapeDurationDesc, scrapeSuccessDesc}
+
+// describe records families a collector may emit, for the metrics reference.
+func describe(d ...*prometheus.Desc) { descs = append(descs, d...) }
+
+// Descs lists every family any collector may emit.
+func Descs() []*prometheus.Desc { return append([]*prometheus.Desc{}, descs...) }
+
 // register adds a collector under name; each collector file calls it from
 // init, so adding a collector touches nothing else.
 func register(name string, defaultEnabled bool, f Factory) {

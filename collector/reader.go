@@ -45,7 +45,18 @@ func (r *reader) lookup(path []any) (any, bool) {
 }
 
 func (r *reader) wrongType(path []any, want string, got any) {
-	r.errs = append(r.errs, fmt.Errorf("%s: want %s, got %T", pathString(path), want, got))
+	r.fail(path, fmt.Errorf("want %s, got %T", want, got))
+}
+
+// fail records a faulty field once, however often it is read.
+func (r *reader) fail(path []any, err error) {
+	p := pathString(path)
+	for _, e := range r.errs {
+		if strings.HasPrefix(e.Error(), p+": ") {
+			return
+		}
+	}
+	r.errs = append(r.errs, fmt.Errorf("%s: %w", p, err))
 }
 
 func pathString(path []any) string {
@@ -114,7 +125,7 @@ func (r *reader) timestamp(path ...any) (float64, bool) {
 	}
 	t, err := time.Parse(time.RFC3339Nano, s)
 	if err != nil {
-		r.errs = append(r.errs, fmt.Errorf("%s: %w", pathString(path), err))
+		r.fail(path, err)
 		return 0, false
 	}
 	return float64(t.UnixNano()) / 1e9, true
@@ -128,7 +139,7 @@ func (r *reader) duration(path ...any) (float64, bool) {
 	}
 	d, err := time.ParseDuration(s)
 	if err != nil {
-		r.errs = append(r.errs, fmt.Errorf("%s: %w", pathString(path), err))
+		r.fail(path, err)
 		return 0, false
 	}
 	return d.Seconds(), true

@@ -1,6 +1,7 @@
 package collector
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 
@@ -98,15 +99,19 @@ func (r *reader) conditions() []condition {
 	}
 	out := make([]condition, 0, len(list))
 	for i := range list {
+		if _, ok := list[i].(map[string]any); !ok {
+			r.wrongType([]any{"status", "conditions", i}, "object", list[i])
+			continue
+		}
 		at := func(k string) []any { return []any{"status", "conditions", i, k} }
 		c := condition{typ: r.str(at("type")...), status: r.str(at("status")...), reason: r.str(at("reason")...)}
 		if c.typ == "" {
-			r.errs = append(r.errs, fmt.Errorf("status.conditions[%d]: no type", i))
+			r.fail([]any{"status", "conditions", i}, errors.New("no type"))
 			continue
 		}
 		if slices.ContainsFunc(out, func(o condition) bool { return o.typ == c.typ }) {
 			// Two series with one label set would fail the whole scrape.
-			r.errs = append(r.errs, fmt.Errorf("status.conditions[%d]: duplicate type %q", i, c.typ))
+			r.fail([]any{"status", "conditions", i}, fmt.Errorf("duplicate type %q", c.typ))
 			continue
 		}
 		if c.status == "" {

@@ -85,7 +85,6 @@ func (c *Resources) Update(_ context.Context, ch chan<- prometheus.Metric) error
 	return errors.Join(errs...)
 }
 
-// Descs lists every family this collector can emit, for docs and tests.
-func (c *Resources) Descs() []*prometheus.Desc {
-	return append(allDescs(), kindInfoDesc, kindObjectsDesc, kindSyncedDesc, watchErrorsDesc, objectErrorsDesc)
+func init() {
+	describe(append(allDescs(), kindInfoDesc, kindObjectsDesc, kindSyncedDesc, watchErrorsDesc, objectErrorsDesc)...)
 }

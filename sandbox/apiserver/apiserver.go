@@ -2,7 +2,7 @@
 // backed by an embedded etcd, for tests and the sandbox.
 //
 // ModeCRD serves CustomResourceDefinitions and custom resources only
-// (k8s.io/apiextensions-apiserver, anonymous and allowed to do anything).
+// (k8s.io/apiextensions-apiserver; every request is allowed).
 // ModeFull runs kube-apiserver's own code path with client certificate and
 // service account authentication and Node,RBAC authorisation.
 package apiserver
@@ -44,6 +44,10 @@ const (
 	readyTimeout = 2 * time.Minute
 	// stopTimeout bounds the graceful shutdown of the API server in Stop.
 	stopTimeout = 30 * time.Second
+	// watchDrainPeriod is how long shutdown may take to end open watches.
+	// Without it, one open watch (any informer) holds the HTTP server's
+	// shutdown for its full 60 s timeout.
+	watchDrainPeriod = 5 * time.Second
 	// Clients of a test server should never be throttled on the client side.
 	clientQPS   = 1000
 	clientBurst = 2000
@@ -62,7 +66,7 @@ type Server struct {
 	dir    string
 	url    string
 	caPEM  []byte
-	admin  keyPair // client certificate; empty in CRD mode (anonymous)
+	admin  keyPair // client certificate of the admin user
 	etcd   *embed.Etcd
 	cancel context.CancelFunc
 	done   chan struct{} // closed when the API server's Run returns
@@ -115,11 +119,10 @@ func (s *Server) start(ctx context.Context, opts Options) error {
 	if err != nil {
 		return err
 	}
-	if s.mode == ModeFull {
-		// system:masters is the group kube-apiserver authorises before RBAC.
-		if s.admin, err = ca.clientCert("flux-sandbox-admin", "system:masters"); err != nil {
-			return err
-		}
+	// system:masters is the group kube-apiserver authorises before RBAC;
+	// CRD mode allows everyone everything anyway.
+	if s.admin, err = ca.clientCert("flux-sandbox-admin", "system:masters"); err != nil {
+		return err
 	}
 
 	var etcdURL string
@@ -142,7 +145,7 @@ func (s *Server) start(ctx context.Context, opts Options) error {
 	var run func(context.Context) error
 	switch s.mode {
 	case ModeCRD:
-		run, err = s.buildCRD(ln, serving, etcdURL)
+		run, err = s.buildCRD(ln, ca, serving, etcdURL)
 	case ModeFull:
 		run, err = s.buildFull(runCtx, ln, ca, serving, etcdURL)
 	}
@@ -214,33 +217,29 @@ func (s *Server) Mode() Mode { return s.mode }
 func (s *Server) URL() string { return s.url }
 
 // RESTConfig returns a fresh admin configuration on every call, so callers may
-// modify it. In full mode it authenticates as a member of system:masters; in
-// CRD mode it is anonymous, which that mode allows to do everything.
+// modify it. It authenticates with a client certificate for user
+// flux-sandbox-admin in group system:masters, which full mode's RBAC lets do
+// everything; CRD mode allows every request.
 func (s *Server) RESTConfig() *rest.Config {
-	cfg := &rest.Config{
+	return &rest.Config{
 		Host:  s.url,
 		QPS:   clientQPS,
 		Burst: clientBurst,
 		TLSClientConfig: rest.TLSClientConfig{
-			CAData: append([]byte(nil), s.caPEM...),
+			CAData:   append([]byte(nil), s.caPEM...),
+			CertData: append([]byte(nil), s.admin.certPEM...),
+			KeyData:  append([]byte(nil), s.admin.keyPEM...),
 		},
 	}
-	if len(s.admin.certPEM) > 0 {
-		cfg.CertData = append([]byte(nil), s.admin.certPEM...)
-		cfg.KeyData = append([]byte(nil), s.admin.keyPEM...)
-	}
-	return cfg
 }
 
-// WriteKubeconfig writes a kubeconfig (mode 0600) with embedded credentials
-// that kubectl can use: the admin client certificate in full mode, anonymous
-// in CRD mode.
+// WriteKubeconfig writes a kubeconfig (mode 0600) with the server's CA and the
+// admin client certificate embedded, for kubectl and other clients.
 func (s *Server) WriteKubeconfig(path string) error {
 	const name = "flux-sandbox"
-	user := &clientcmdapi.AuthInfo{}
-	if len(s.admin.certPEM) > 0 {
-		user.ClientCertificateData = s.admin.certPEM
-		user.ClientKeyData = s.admin.keyPEM
+	user := &clientcmdapi.AuthInfo{
+		ClientCertificateData: s.admin.certPEM,
+		ClientKeyData:         s.admin.keyPEM,
 	}
 	cfg := clientcmdapi.Config{
 		Clusters: map[string]*clientcmdapi.Cluster{

@@ -14,9 +14,12 @@ import (
 	crdoptions "k8s.io/apiextensions-apiserver/pkg/cmd/server/options"
 	generatedopenapi "k8s.io/apiextensions-apiserver/pkg/generated/openapi"
 	"k8s.io/apiserver/pkg/authentication/request/anonymous"
+	"k8s.io/apiserver/pkg/authentication/request/union"
+	x509request "k8s.io/apiserver/pkg/authentication/request/x509"
 	"k8s.io/apiserver/pkg/authorization/authorizerfactory"
 	openapinamer "k8s.io/apiserver/pkg/endpoints/openapi"
 	genericapiserver "k8s.io/apiserver/pkg/server"
+	"k8s.io/apiserver/pkg/server/dynamiccertificates"
 	genericoptions "k8s.io/apiserver/pkg/server/options"
 	apiservercompat "k8s.io/apiserver/pkg/util/compatibility"
 	utilfeature "k8s.io/apiserver/pkg/util/feature"
@@ -48,8 +51,10 @@ func newComponentRegistry() (basecompat.ComponentGlobalsRegistry, error) {
 // buildCRD assembles apiextensions-apiserver with the recommended options
 // minus everything that needs a core Kubernetes API behind it: no delegated
 // authentication, authorisation or admission, no core informers, no priority
-// and fairness. Requests are anonymous and always allowed.
-func (s *Server) buildCRD(ln net.Listener, serving keyPair, etcdURL string) (func(context.Context) error, error) {
+// and fairness. Every request is allowed. Client certificates from ca
+// authenticate (kubectl prompts for a password when a kubeconfig user has no
+// credentials); anything else is anonymous.
+func (s *Server) buildCRD(ln net.Listener, ca *authority, serving keyPair, etcdURL string) (func(context.Context) error, error) {
 	paths, err := writeFiles(s.dir,
 		namedFile{"serving.crt", serving.certPEM},
 		namedFile{"serving.key", serving.keyPEM})
@@ -66,6 +71,7 @@ func (s *Server) buildCRD(ln net.Listener, serving keyPair, etcdURL string) (fun
 		return nil, err
 	}
 	o.ServerRunOptions.ComponentGlobalsRegistry = registry
+	o.ServerRunOptions.ShutdownWatchTerminationGracePeriod = watchDrainPeriod
 	rec := o.RecommendedOptions
 	loopback := ln.Addr().(*net.TCPAddr)
 	rec.SecureServing.Listener = ln
@@ -102,7 +108,16 @@ func (s *Server) buildCRD(ln net.Listener, serving keyPair, etcdURL string) (fun
 	if err := o.APIEnablement.ApplyTo(&generic.Config, apiserver.DefaultAPIResourceConfigSource(), apiserver.Scheme); err != nil {
 		return nil, fmt.Errorf("apply API enablement: %w", err)
 	}
-	generic.Authentication.Authenticator = anonymous.NewAuthenticator(nil)
+	clientCA, err := dynamiccertificates.NewStaticCAContent("flux-sandbox-client-ca", ca.pem)
+	if err != nil {
+		return nil, fmt.Errorf("load client CA: %w", err)
+	}
+	if err := generic.Authentication.ApplyClientCert(clientCA, generic.SecureServing); err != nil {
+		return nil, fmt.Errorf("apply client CA: %w", err)
+	}
+	generic.Authentication.Authenticator = union.New(
+		x509request.NewDynamic(clientCA.VerifyOptions, x509request.CommonNameUserConversion),
+		anonymous.NewAuthenticator(nil))
 	generic.Authorization.Authorizer = authorizerfactory.NewAlwaysAllowAuthorizer()
 	definitions := openapi.GetOpenAPIDefinitionsWithoutDisabledFeatures(generatedopenapi.GetOpenAPIDefinitions)
 	namer := openapinamer.NewDefinitionNamer(apiserver.Scheme, scheme.Scheme)

@@ -69,6 +69,7 @@ func (s *Server) buildFull(ctx context.Context, ln net.Listener, ca *authority, 
 		// The endpoint reconcilers would publish 127.0.0.1 as the kubernetes Service endpoint.
 		"--endpoint-reconciler-type=none",
 		"--allow-privileged=true",
+		"--shutdown-watch-termination-grace-period=" + watchDrainPeriod.String(),
 	}
 
 	buildMu.Lock()

@@ -295,8 +295,18 @@ func settled(u *unstructured.Unstructured) bool {
 // Conditions, as controllers edit them: lastTransitionTime moves only when
 // the status does.
 
+// statusOf returns the object's status, adding an empty one if needed.
+func statusOf(u *unstructured.Unstructured) map[string]any {
+	st, ok := u.Object["status"].(map[string]any)
+	if !ok {
+		st = map[string]any{}
+		u.Object["status"] = st
+	}
+	return st
+}
+
 func findCond(u *unstructured.Unstructured, typ string) map[string]any {
-	conds, _ := u.Object["status"].(map[string]any)["conditions"].([]any)
+	conds, _ := statusOf(u)["conditions"].([]any)
 	for _, c := range conds {
 		if m, ok := c.(map[string]any); ok && m["type"] == typ {
 			return m
@@ -314,13 +324,13 @@ func setCond(u *unstructured.Unstructured, typ, status, reason, msg string, now 
 		c["status"], c["reason"], c["message"], c["observedGeneration"] = status, reason, msg, gen
 		return
 	}
-	st := u.Object["status"].(map[string]any)
+	st := statusOf(u)
 	conds, _ := st["conditions"].([]any)
 	st["conditions"] = append(conds, cond(typ, status, reason, msg, gen, now))
 }
 
 func removeCond(u *unstructured.Unstructured, typ string) {
-	st := u.Object["status"].(map[string]any)
+	st := statusOf(u)
 	conds, _ := st["conditions"].([]any)
 	out := conds[:0]
 	for _, c := range conds {
@@ -385,7 +395,7 @@ func (ch *churner) bump(ctx context.Context, n *node, now time.Time) error {
 		return err
 	}
 	msg := storedMessage(n.ref.kind, rev, chartName)
-	reason := findCond(u, "Ready")["reason"].(string)
+	reason, _ := findCond(u, "Ready")["reason"].(string)
 	setCond(u, "Ready", "True", reason, msg, now)
 	setCond(u, "ArtifactInStorage", "True", reason, msg, now)
 	if _, err := ri.UpdateStatus(ctx, u, metav1.UpdateOptions{}); err != nil {
@@ -438,11 +448,12 @@ func (ch *churner) consume(ctx context.Context, d *node, rev string, art map[str
 	if !hasStatusMap(u) || !settled(u) || conditionStatus(u.Object, "Ready") != "True" {
 		return errNotEligible
 	}
-	st := u.Object["status"].(map[string]any)
+	st := statusOf(u)
 	switch d.ref.kind {
 	case KindKustomization:
 		st["lastAppliedRevision"], st["lastAttemptedRevision"] = rev, rev
-		if origin, ok := art["metadata"].(map[string]any)["org.opencontainers.image.revision"]; ok {
+		md, _ := art["metadata"].(map[string]any)
+		if origin, ok := md["org.opencontainers.image.revision"]; ok {
 			st["lastAppliedOriginRevision"] = origin
 		}
 		setCond(u, "Ready", "True", "ReconciliationSucceeded", "Applied revision: "+rev, now)
@@ -478,7 +489,10 @@ func (ch *churner) upgrade(u *unstructured.Unstructured, st map[string]any, rev 
 	if len(history) == 0 {
 		return
 	}
-	cur := history[0].(map[string]any)
+	cur, ok := history[0].(map[string]any)
+	if !ok {
+		return
+	}
 	next := make(map[string]any, len(cur))
 	for k, v := range cur {
 		next[k] = v
@@ -575,7 +589,10 @@ func recovered(u *unstructured.Unstructured) (string, string, bool) {
 		if len(history) == 0 {
 			return "", "", false
 		}
-		h := history[0].(map[string]any)
+		h, ok := history[0].(map[string]any)
+		if !ok {
+			return "", "", false
+		}
 		h["status"] = "deployed"
 		v, _ := h["version"].(int64)
 		reason, verb := "UpgradeSucceeded", "upgrade"
@@ -627,7 +644,7 @@ func (ch *churner) flip(ctx context.Context, n *node, now time.Time) error {
 		}
 		if n.ref.kind == KindHelmRelease {
 			setCond(u, "Released", "False", f.reason, msg, now)
-			st := u.Object["status"].(map[string]any)
+			st := statusOf(u)
 			for _, k := range []string{"failures", "upgradeFailures"} {
 				c, _ := st[k].(int64)
 				st[k] = c + 1
@@ -648,7 +665,7 @@ func (ch *churner) flip(ctx context.Context, n *node, now time.Time) error {
 		}
 		if n.ref.kind == KindHelmRelease {
 			setCond(u, "Released", "True", reason, msg, now)
-			st := u.Object["status"].(map[string]any)
+			st := statusOf(u)
 			delete(st, "failures")
 			delete(st, "installFailures")
 			delete(st, "upgradeFailures")
@@ -732,18 +749,23 @@ func (ch *churner) catchUp(ctx context.Context, cu catchUp, now time.Time) error
 		return nil
 	}
 	gen := u.GetGeneration()
-	st := u.Object["status"].(map[string]any)
+	st := statusOf(u)
 	st["observedGeneration"] = gen
 	if _, ok := st["lastAttemptedGeneration"]; ok {
 		st["lastAttemptedGeneration"] = gen
 	}
 	if cu.ready != nil {
 		removeCond(u, "Reconciling")
-		setCond(u, "Ready", cu.ready["status"].(string), cu.ready["reason"].(string), cu.ready["message"].(string), now)
+		status, _ := cu.ready["status"].(string)
+		reason, _ := cu.ready["reason"].(string)
+		msg, _ := cu.ready["message"].(string)
+		setCond(u, "Ready", status, reason, msg, now)
 	}
 	conds, _ := st["conditions"].([]any)
 	for _, c := range conds {
-		c.(map[string]any)["observedGeneration"] = gen
+		if m, ok := c.(map[string]any); ok {
+			m["observedGeneration"] = gen
+		}
 	}
 	if _, err := ri.UpdateStatus(ctx, u, metav1.UpdateOptions{}); err != nil {
 		return fmt.Errorf("update status of %s: %w", cu.ref, err)

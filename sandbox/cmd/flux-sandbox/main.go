@@ -1,0 +1,220 @@
+// Command flux-sandbox runs a real Kubernetes API server in-process with the
+// Flux CRDs installed and a realistic fleet of Flux objects that keeps
+// changing, for trying the exporter without a cluster.
+//
+// It writes a kubeconfig, prints how to use it, and runs until SIGINT or
+// SIGTERM, then stops the server and removes everything it wrote: its
+// temporary directory, the kubeconfig and the ready file.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/flux-exporter/flux_exporter/sandbox/apiserver"
+	"github.com/flux-exporter/flux_exporter/sandbox/fleet"
+)
+
+// DefaultListen is a fixed port, so that a kubeconfig stays valid across
+// restarts of the sandbox.
+const DefaultListen = "127.0.0.1:16443"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
+}
+
+type config struct {
+	kubeconfig    string
+	readyFile     string
+	objects       int
+	namespaces    int
+	seed          int64
+	churnInterval time.Duration
+	mode          apiserver.Mode
+	listen        string
+	verbose       bool
+}
+
+func parseFlags(args []string, stderr io.Writer) (*config, error) {
+	c := &config{}
+	fs := flag.NewFlagSet("flux-sandbox", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&c.kubeconfig, "kubeconfig-out", filepath.Join(os.TempDir(), "flux-sandbox.kubeconfig"),
+		"where to write the kubeconfig (removed on exit)")
+	fs.StringVar(&c.readyFile, "ready-file", "", "file to write once the fleet is seeded (removed on exit)")
+	fs.IntVar(&c.objects, "objects", 200, "number of Flux objects")
+	fs.IntVar(&c.namespaces, "namespaces", 5, "number of namespaces to spread them over")
+	fs.Int64Var(&c.seed, "seed", 1, "seed of the fleet and its churn")
+	fs.DurationVar(&c.churnInterval, "churn-interval", 3*time.Second, "time between churn ticks; 0 turns churn off")
+	mode := fs.String("mode", string(apiserver.ModeCRD), "API server: crd (CRDs only, fast) or full (kube-apiserver with RBAC)")
+	fs.StringVar(&c.listen, "listen", DefaultListen, "address of the API server; the host must be 127.0.0.1")
+	fs.BoolVar(&c.verbose, "verbose", false, "debug logs, including the API server's")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	switch m := apiserver.Mode(*mode); m {
+	case apiserver.ModeCRD, apiserver.ModeFull:
+		c.mode = m
+	default:
+		return nil, fmt.Errorf("--mode %q: want crd or full", *mode)
+	}
+	if err := checkListen(c.listen); err != nil {
+		return nil, err
+	}
+	if c.objects < 1 || c.namespaces < 1 {
+		return nil, fmt.Errorf("--objects and --namespaces must be at least 1")
+	}
+	if c.churnInterval < 0 {
+		return nil, fmt.Errorf("--churn-interval must not be negative")
+	}
+	return c, nil
+}
+
+// checkListen allows only 127.0.0.1: the sandbox's API server lets anyone
+// do anything, so it must never be reachable from another machine.
+func checkListen(listen string) error {
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return fmt.Errorf("--listen %q: want 127.0.0.1:PORT: %w", listen, err)
+	}
+	if host != "127.0.0.1" {
+		return fmt.Errorf("--listen %q: only host 127.0.0.1 is allowed; the sandbox API server accepts every request without authentication", listen)
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+		return fmt.Errorf("--listen %q: invalid port %q", listen, port)
+	}
+	return nil
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	cfg, err := parseFlags(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "flux-sandbox:", err)
+		return 2
+	}
+	level := slog.LevelInfo
+	if cfg.verbose {
+		level = slog.LevelDebug
+	}
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	if err := sandbox(ctx, cfg, stdout, logger); err != nil {
+		logger.Error("flux-sandbox failed", "err", err)
+		return 1
+	}
+	return 0
+}
+
+func sandbox(ctx context.Context, cfg *config, stdout io.Writer, logger *slog.Logger) (err error) {
+	// A ready file left by an earlier run would announce a sandbox too early.
+	if cfg.readyFile != "" {
+		if err := removeIfExists(cfg.readyFile); err != nil {
+			return err
+		}
+	}
+	start := time.Now()
+	logger.Info("starting API server", "mode", cfg.mode, "listen", cfg.listen)
+	srv, err := apiserver.Start(ctx, apiserver.Options{Mode: cfg.mode, Listen: cfg.listen, Verbose: cfg.verbose})
+	if err != nil {
+		return fmt.Errorf("start API server: %w", err)
+	}
+	defer func() {
+		logger.Info("stopping API server")
+		if stopErr := srv.Stop(); stopErr != nil {
+			err = errors.Join(err, fmt.Errorf("stop API server: %w", stopErr))
+		}
+	}()
+	if err := srv.InstallFluxCRDs(ctx); err != nil {
+		return fmt.Errorf("install Flux CRDs: %w", err)
+	}
+
+	f, err := fleet.Generate(fleet.Options{Seed: cfg.seed, Objects: cfg.objects, Namespaces: cfg.namespaces, Now: time.Now()})
+	if err != nil {
+		return err
+	}
+	if err := fleet.Apply(ctx, srv.RESTConfig(), f); err != nil {
+		return fmt.Errorf("seed the fleet: %w", err)
+	}
+	logger.Info("fleet seeded", "objects", len(f.Objects), "namespaces", len(f.Namespaces), "took", time.Since(start).Round(time.Millisecond))
+
+	if err := srv.WriteKubeconfig(cfg.kubeconfig); err != nil {
+		return err
+	}
+	defer removeLogged(logger, cfg.kubeconfig)
+
+	churnCtx, stopChurn := context.WithCancel(ctx)
+	churnDone := make(chan struct{})
+	// Churn must stop writing before the server goes away.
+	defer func() { stopChurn(); <-churnDone }()
+	if cfg.churnInterval > 0 {
+		go func() {
+			defer close(churnDone)
+			stats, err := fleet.Churn(churnCtx, srv.RESTConfig(), f, fleet.ChurnOptions{
+				Interval: cfg.churnInterval, Seed: cfg.seed, Logger: logger,
+			})
+			if err != nil {
+				logger.Error("churn stopped", "err", err)
+			}
+			logger.Info("churn done", "stats", fmt.Sprintf("%+v", stats))
+		}()
+	} else {
+		close(churnDone)
+	}
+
+	printUsage(stdout, cfg, srv, f)
+	if cfg.readyFile != "" {
+		if err := os.WriteFile(cfg.readyFile, []byte(cfg.kubeconfig+"\n"), 0o644); err != nil {
+			return fmt.Errorf("write ready file: %w", err)
+		}
+		defer removeLogged(logger, cfg.readyFile)
+	}
+
+	<-ctx.Done()
+	logger.Info("shutting down")
+	return nil
+}
+
+func printUsage(w io.Writer, cfg *config, srv *apiserver.Server, f *fleet.Fleet) {
+	churn := "off"
+	if cfg.churnInterval > 0 {
+		churn = "every " + cfg.churnInterval.String()
+	}
+	fmt.Fprintf(w, "\nFlux sandbox: %d Flux objects in %d namespaces on a %s-mode API server at %s (seed %d, churn %s).\n\n",
+		len(f.Objects), len(f.Namespaces), cfg.mode, srv.URL(), cfg.seed, churn)
+	fmt.Fprint(w, f.Summary().String())
+	fmt.Fprintf(w, "\nKubeconfig: %s\n\n", cfg.kubeconfig)
+	fmt.Fprintf(w, "  kubectl --kubeconfig %s get gitrepositories,kustomizations,helmreleases -A\n", cfg.kubeconfig)
+	fmt.Fprintf(w, "  export KUBECONFIG=%s\n\n", cfg.kubeconfig)
+	fmt.Fprintf(w, "Press Ctrl-C to stop; the kubeconfig is removed on exit.\n\n")
+}
+
+func removeIfExists(path string) error {
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove %s: %w", path, err)
+	}
+	return nil
+}
+
+func removeLogged(logger *slog.Logger, path string) {
+	if err := removeIfExists(path); err != nil {
+		logger.Warn("cleanup failed", "err", err)
+	}
+}
