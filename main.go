@@ -51,6 +51,10 @@ func run(args []string) int {
 		namespaces     = app.Flag("namespaces", "Comma-separated namespaces to watch; empty watches all.").Default("").String()
 		excludeNS      = app.Flag("namespaces-exclude", "Comma-separated namespaces never to watch.").Default("").String()
 
+		fluxNamespace      = app.Flag("flux.namespace", "Namespace of the Flux controllers, for the controllers collector.").Default("flux-system").String()
+		controllerSelector = app.Flag("flux.controllers-selector", "Label selector of the Flux controllers' Deployments and Pods.").Default("app.kubernetes.io/part-of=flux").String()
+		controllersTimeout = app.Flag("controllers.timeout", "Longest time a scrape waits for the controller pods' /metrics; the scrape's own deadline applies when shorter.").Default(collector.DefaultControllersTimeout.String()).Duration()
+
 		eventsEnabled   = app.Flag("events.enabled", "Receive Flux events from notification-controller (generic and generic-hmac Providers) on "+events.Path+".").Default("false").Bool()
 		eventsListen    = app.Flag("events.listen-address", "Serve the events endpoint on its own address instead of the metrics listener, e.g. when metrics require basic auth a Provider cannot send.").Default("").String()
 		eventsWebConfig = app.Flag("events.web.config.file", "exporter-toolkit web config (TLS) for --events.listen-address.").Default("").String()
@@ -117,7 +121,23 @@ func run(args []string) int {
 	}
 	go watcher.Run(ctx)
 
-	exporter, err := collector.New(collector.Deps{Flux: watcher, Logger: logger})
+	deps := collector.Deps{Flux: watcher, ControllersTimeout: *controllersTimeout, Logger: logger}
+	ready := watcher.Ready
+	if collector.Enabled("controllers") {
+		controllers, err := kube.NewControllers(cfg, kube.ControllersOptions{Namespace: *fluxNamespace, Selector: *controllerSelector, Logger: logger})
+		if err != nil {
+			logger.Error("Cannot watch the Flux controllers", "err", err)
+			return 2
+		}
+		if err := controllers.Start(ctx); err != nil {
+			logger.Error("Cannot watch the Flux controllers", "err", err)
+			return 1
+		}
+		deps.Controllers = controllers
+		ready = allReady(watcher.Ready, controllers.Ready)
+	}
+
+	exporter, err := collector.New(deps)
 	if err != nil {
 		logger.Error("Cannot start collectors", "err", err)
 		return 1
@@ -169,7 +189,7 @@ func run(args []string) int {
 		Instrument:    instrument,
 		TimeoutOffset: *timeoutOffset,
 		MaxRequests:   *maxRequests,
-		Ready:         watcher.Ready,
+		Ready:         ready,
 		Routes:        routes,
 		Logger:        logger,
 	})
@@ -215,6 +235,19 @@ func nameFlag(app *kingpin.Application, args []string, err error) error {
 		}
 	}
 	return err
+}
+
+// allReady is ready when every check is, and lists everything pending.
+func allReady(checks ...func() (bool, []string)) func() (bool, []string) {
+	return func() (bool, []string) {
+		var pending []string
+		for _, check := range checks {
+			if ok, p := check(); !ok {
+				pending = append(pending, p...)
+			}
+		}
+		return len(pending) == 0, pending
+	}
 }
 
 func splitList(s string) []string {

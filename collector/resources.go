@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -17,8 +18,14 @@ type FluxState interface {
 
 // Deps are what collectors are built from.
 type Deps struct {
-	Flux   FluxState
-	Logger *slog.Logger
+	Flux FluxState
+	// Controllers is the Flux controllers' cache; nil leaves the
+	// controllers collector empty.
+	Controllers ControllerState
+	// ControllersTimeout caps the fetch of the controller pods' metrics
+	// (--controllers.timeout); zero means DefaultControllersTimeout.
+	ControllersTimeout time.Duration
+	Logger             *slog.Logger
 }
 
 func (d Deps) logger() *slog.Logger {

@@ -42,6 +42,8 @@ const (
 	// readyTimeout bounds the wait for /readyz; a cold full-mode start under
 	// -race on two busy cores takes well over ten seconds.
 	readyTimeout = 2 * time.Minute
+	// probeTimeout bounds each readiness probe.
+	probeTimeout = 5 * time.Second
 	// stopTimeout bounds the graceful shutdown of the API server in Stop.
 	stopTimeout = 30 * time.Second
 	// watchDrainPeriod is how long shutdown may take to end open watches.
@@ -95,9 +97,9 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	}
 	setupLogging(opts.Verbose)
 
-	dir, err := os.MkdirTemp("", "flux-sandbox-apiserver-")
+	dir, err := makeTempDir()
 	if err != nil {
-		return nil, fmt.Errorf("create temporary directory: %w", err)
+		return nil, err
 	}
 	s := &Server{mode: opts.Mode, dir: dir, done: make(chan struct{}), release: func() {}}
 	if err := s.start(ctx, opts); err != nil {
@@ -189,8 +191,15 @@ func (s *Server) waitReady(ctx context.Context) error {
 }
 
 func (s *Server) probeReady(ctx context.Context, client kubernetes.Interface) error {
+	// A server that failed before serving never answers on the pre-bound
+	// listener; the per-probe bound lets waitReady notice that it exited.
+	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	defer cancel()
 	var code int
 	res := client.Discovery().RESTClient().Get().AbsPath("/readyz").Do(ctx).StatusCode(&code)
+	if err := res.Error(); err != nil && code == 0 {
+		return fmt.Errorf("/readyz: %w", err)
+	}
 	if code != http.StatusOK {
 		body, _ := res.Raw()
 		return fmt.Errorf("/readyz answered %d: %s", code, body)

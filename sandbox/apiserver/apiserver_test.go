@@ -91,14 +91,19 @@ func TestParallelServersAreIndependent(t *testing.T) {
 	}
 }
 
-// testStop checks that Stop removes the temporary directory, stops serving
-// and can be called again.
+// testStop checks that Stop, with a watch still open, shuts the server down
+// within its bound, removes the temporary directory, and can be called again.
 func testStop(t *testing.T, s *Server) {
 	if _, err := os.Stat(s.dir); err != nil {
 		t.Fatalf("temporary directory before Stop: %v", err)
 	}
+	w, err := dynamicClient(t, s).Resource(gitRepositories).Watch(t.Context(), metav1.ListOptions{})
+	if err != nil {
+		t.Fatalf("watch GitRepositories: %v", err)
+	}
+	defer w.Stop()
 	if err := s.Stop(); err != nil {
-		t.Fatalf("Stop: %v", err)
+		t.Fatalf("Stop with an open watch: %v", err)
 	}
 	if err := s.Stop(); err != nil {
 		t.Fatalf("second Stop: %v", err)

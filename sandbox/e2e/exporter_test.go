@@ -55,7 +55,15 @@ func testMain(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "build flux_exporter:", err)
 		return 1
 	}
-	return m.Run()
+	code := m.Run()
+	// The benchmark fleet's server outlives single benchmarks; stop it so
+	// its etcd directory is removed.
+	if benchFleet.c != nil {
+		if err := benchFleet.c.srv.Stop(); err != nil {
+			fmt.Fprintln(os.Stderr, "stop benchmark API server:", err)
+		}
+	}
+	return code
 }
 
 // syncBuffer is an io.Writer safe for the process's writer goroutine and
@@ -279,7 +287,12 @@ type cluster struct {
 
 func newCluster(t testing.TB, mode apiserver.Mode) *cluster {
 	t.Helper()
-	srv := apiserver.StartT(t, apiserver.Options{Mode: mode})
+	return newClusterFrom(t, apiserver.StartT(t, apiserver.Options{Mode: mode}))
+}
+
+// newClusterFrom wraps a running server with clients and a kubeconfig.
+func newClusterFrom(t testing.TB, srv *apiserver.Server) *cluster {
+	t.Helper()
 	kc := filepath.Join(t.TempDir(), "kubeconfig")
 	if err := srv.WriteKubeconfig(kc); err != nil {
 		t.Fatal(err)

@@ -116,7 +116,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		level = slog.LevelDebug
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
-	if err := sandbox(ctx, cfg, stdout, logger); err != nil {
+	err = sandbox(ctx, cfg, stdout, logger)
+	switch {
+	case err != nil && ctx.Err() != nil:
+		// Interrupted while starting: what failed was cut short on purpose.
+		logger.Warn("interrupted before the sandbox was ready", "err", err)
+	case err != nil:
 		logger.Error("flux-sandbox failed", "err", err)
 		return 1
 	}
@@ -142,9 +147,11 @@ func sandbox(ctx context.Context, cfg *config, stdout io.Writer, logger *slog.Lo
 			err = errors.Join(err, fmt.Errorf("stop API server: %w", stopErr))
 		}
 	}()
+	logger.Info("API server ready", "url", srv.URL(), "took", time.Since(start).Round(time.Millisecond))
 	if err := srv.InstallFluxCRDs(ctx); err != nil {
 		return fmt.Errorf("install Flux CRDs: %w", err)
 	}
+	logger.Info("Flux CRDs installed", "took", time.Since(start).Round(time.Millisecond))
 
 	f, err := fleet.Generate(fleet.Options{Seed: cfg.seed, Objects: cfg.objects, Namespaces: cfg.namespaces, Now: time.Now()})
 	if err != nil {

@@ -1,0 +1,76 @@
+# flux_exporter. `make demo` and `make test` are the README's quick start.
+GO        ?= go
+BIN       := $(CURDIR)/.bin
+PROMTOOL  ?= promtool
+export GOTOOLCHAIN := local
+
+.PHONY: all build test test-unit test-e2e test-race-harness fuzz lint vet fmt checkrules checkmetrics \
+        lint-dashboards bench demo tools clean
+
+all: lint test build
+
+## build: the flux_exporter binary through promu, with version information.
+build: $(BIN)/promu
+	$(BIN)/promu build --prefix $(CURDIR)
+
+## test: everything CI runs: unit, fuzz seeds, harness under -race, end to end, rules, dashboards.
+test: fmt vet test-unit fuzz checkrules lint-dashboards test-race-harness test-e2e
+
+test-unit:
+	$(GO) test -race -count=1 ./...
+
+## fuzz: a short seeded run of each fuzz target.
+fuzz:
+	$(GO) test -run='^$$' -fuzz=FuzzDecode -fuzztime=10s ./events/
+	$(GO) test -run='^$$' -fuzz=FuzzDecodeObject -fuzztime=10s ./collector/
+
+## test-race-harness: several API servers in parallel under the race detector.
+test-race-harness:
+	cd sandbox && $(GO) test -race -count=1 ./apiserver/
+
+## test-e2e: the sandbox module: fleet, sandbox command and end-to-end tests against real API servers.
+test-e2e: $(BIN)/helm
+	cd sandbox && PATH="$(BIN):$$PATH" $(GO) test -count=1 -timeout 30m ./...
+
+vet:
+	$(GO) vet ./...
+	cd sandbox && $(GO) vet ./...
+
+fmt:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+lint: fmt vet checkrules lint-dashboards
+
+## checkrules: promtool check and unit-test the alert rules.
+checkrules:
+	$(PROMTOOL) check rules alerts/*.yaml
+	$(PROMTOOL) test rules alerts/tests/*.yaml
+
+## checkmetrics: promtool check metrics on the golden scrape of the sandbox fleet.
+checkmetrics:
+	$(PROMTOOL) check metrics < sandbox/e2e/testdata/fleet-scrape.prom
+
+lint-dashboards: $(BIN)/dashboard-linter
+	for d in dashboards/*.json; do $(BIN)/dashboard-linter lint --strict "$$d" || exit 1; done
+
+## bench: benchmarks; they print figures and never fail on speed.
+bench:
+	cd sandbox && $(GO) test -run='^$$' -bench=. -benchmem -count=1 ./e2e/
+
+## demo: a real API server with a churning Flux fleet, and flux_exporter scraping it.
+demo:
+	./scripts/demo.sh
+
+tools: $(BIN)/promu $(BIN)/helm $(BIN)/dashboard-linter
+
+$(BIN)/promu:
+	cd tools/promu && $(GO) build -o $@ github.com/prometheus/promu
+
+$(BIN)/helm:
+	cd tools/helm && $(GO) build -o $@ helm.sh/helm/v3/cmd/helm
+
+$(BIN)/dashboard-linter:
+	cd tools/dashboard-linter && GONOSUMDB=github.com/grafana/dashboard-linter $(GO) build -o $@ github.com/grafana/dashboard-linter
+
+clean:
+	rm -rf $(BIN) .build flux_exporter

@@ -1,0 +1,463 @@
+package collector
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	"github.com/prometheus/common/version"
+
+	"github.com/flux-exporter/flux_exporter/kube"
+)
+
+// ControllerState is the read side of the Flux controllers' caches.
+type ControllerState interface {
+	Deployments() []kube.Deployment
+	Pods() []kube.Pod
+}
+
+const (
+	// MaxControllerBody caps a controller's /metrics body. Flux controllers
+	// serve a few hundred KiB; anything past this is not a metrics page.
+	MaxControllerBody = 10 << 20
+	// DefaultControllersTimeout bounds a scrape of the controllers when the
+	// scraper announces no deadline.
+	DefaultControllersTimeout = 10 * time.Second
+	// maxParallelFetches bounds the goroutines and connections of one
+	// scrape; Flux runs a handful of controllers, sharded ones a few more.
+	maxParallelFetches = 16
+	acceptHeader       = "text/plain;version=0.0.4;q=1,*/*;q=0.1"
+)
+
+var (
+	controllerInfoDesc = prometheus.NewDesc(prometheus.BuildFQName(namespace, "controller", "info"),
+		"A Flux controller Deployment in the Flux namespace, with its app.kubernetes.io/version label and first container image. Value is always 1.",
+		[]string{"controller", "version", "image"}, nil)
+	replicasReadyDesc = prometheus.NewDesc(prometheus.BuildFQName(namespace, "controller", "replicas_ready"),
+		"Ready replicas of the Flux controller's Deployment (status.readyReplicas).", []string{"controller"}, nil)
+	replicasDesiredDesc = prometheus.NewDesc(prometheus.BuildFQName(namespace, "controller", "replicas_desired"),
+		"Replicas the Flux controller's Deployment asks for (spec.replicas).", []string{"controller"}, nil)
+	distributionInfoDesc = prometheus.NewDesc(prometheus.BuildFQName(namespace, "distribution", "info"),
+		"The Flux version installed: the app.kubernetes.io/version label of the Flux CRDs, else the most common one of the controller Deployments, else \"\". Value is always 1.",
+		[]string{"version"}, nil)
+	podScrapeSuccessDesc = prometheus.NewDesc(prometheus.BuildFQName(namespace, "controller", "scrape_success"),
+		"Whether fetching and parsing the ready controller pod's /metrics succeeded on this scrape (1) or not (0).",
+		[]string{"controller", "pod"}, nil)
+	podScrapeDurationDesc = prometheus.NewDesc(prometheus.BuildFQName(namespace, "controller", "scrape_duration_seconds"),
+		"Time taken to fetch and parse the controller pod's /metrics on this scrape, in seconds.",
+		[]string{"controller", "pod"}, nil)
+)
+
+// podFamily re-exports one family of a controller pod's own metrics. Series
+// whose kept labels are equal are combined with merge, so that labels the
+// export drops (such as the work queue's priority) never yield duplicates.
+type podFamily struct {
+	source string
+	desc   *prometheus.Desc
+	typ    prometheus.ValueType
+	// labels maps each exported label, after controller and pod, to the
+	// source label it comes from.
+	labels [][2]string
+	merge  func(a, b float64) float64
+}
+
+func addValues(a, b float64) float64 { return a + b }
+
+func maxValue(a, b float64) float64 { return max(a, b) }
+
+func newPodFamily(source, name, help string, typ prometheus.ValueType, merge func(a, b float64) float64, labels ...[2]string) podFamily {
+	names := []string{"controller", "pod"}
+	for _, l := range labels {
+		names = append(names, l[0])
+	}
+	return podFamily{source: source, typ: typ, labels: labels, merge: merge,
+		desc: prometheus.NewDesc(prometheus.BuildFQName(namespace, "controller", name), help, names, nil)}
+}
+
+// Label mappings. controller-runtime's own "controller" label names the
+// reconciler within the pod; here "controller" is the Flux controller, so
+// the reconciler is exported as "reconciler". The work queue's "controller"
+// label repeats its "name" and is dropped.
+var (
+	queueName  = [2]string{"name", "name"}
+	reconciler = [2]string{"reconciler", "controllerx"}
+	result     = [2]string{"result", "result"}
+)
+
+var podFamilies = []podFamily{
+	newPodFamily("workqueue_depth", "workqueue_depth",
+		"Items waiting in the controller's work queue, summed over priorities (controller-runtime workqueue_depth).",
+		prometheus.GaugeValue, addValues, queueName),
+	newPodFamily("workqueue_longest_running_processor_seconds", "workqueue_longest_running_processor_seconds",
+		"How long the work queue's longest-running reconcile has been running, in seconds (controller-runtime workqueue_longest_running_processor_seconds).",
+		prometheus.GaugeValue, maxValue, queueName),
+	newPodFamily("workqueue_retries_total", "workqueue_retries_total",
+		"Items the work queue re-queued with a delay: retries after errors and requested requeues (controller-runtime workqueue_retries_total).",
+		prometheus.CounterValue, addValues, queueName),
+	newPodFamily("controller_runtime_reconcile_total", "reconcile_total",
+		"Reconciles by the controller's reconciler, by result: success, error, requeue or requeue_after (controller_runtime_reconcile_total).",
+		prometheus.CounterValue, addValues, reconciler, result),
+	newPodFamily("controller_runtime_reconcile_errors_total", "reconcile_errors_total",
+		"Reconciles by the controller's reconciler that returned an error (controller_runtime_reconcile_errors_total).",
+		prometheus.CounterValue, addValues, reconciler),
+	newPodFamily("controller_runtime_active_workers", "active_workers",
+		"Workers of the reconciler busy reconciling now (controller_runtime_active_workers).",
+		prometheus.GaugeValue, addValues, reconciler),
+	newPodFamily("controller_runtime_max_concurrent_reconciles", "max_concurrent_reconciles",
+		"Workers the reconciler may run at once, its --concurrent setting (controller_runtime_max_concurrent_reconciles).",
+		prometheus.GaugeValue, maxValue, reconciler),
+	newPodFamily("process_cpu_seconds_total", "cpu_seconds_total",
+		"CPU time the controller process has used, in seconds (process_cpu_seconds_total).",
+		prometheus.CounterValue, addValues),
+	newPodFamily("process_resident_memory_bytes", "resident_memory_bytes",
+		"Resident memory of the controller process, in bytes (process_resident_memory_bytes).",
+		prometheus.GaugeValue, addValues),
+	newPodFamily("go_goroutines", "goroutines",
+		"Goroutines in the controller process (go_goroutines).",
+		prometheus.GaugeValue, addValues),
+}
+
+// reconcileDuration re-exports gotk_reconcile_duration_seconds, which Flux
+// controllers keep per object, as one summary per kind: the _sum and _count
+// added up over objects, with no quantiles. The per-object view is already
+// in the flux_resource_* families; this keeps the series count flat.
+var reconcileDurationDesc = prometheus.NewDesc(prometheus.BuildFQName(namespace, "controller", "reconcile_duration_seconds"),
+	"Time the controller spent reconciling objects of the kind, in seconds: a summary without quantiles whose _sum and _count add up Flux's per-object gotk_reconcile_duration_seconds. They drop when an object is deleted, which rate() reads as a counter reset.",
+	[]string{"controller", "pod", "kind"}, nil)
+
+const reconcileDurationSource = "gotk_reconcile_duration_seconds"
+
+func init() {
+	register("controllers", true, func(d Deps) (Collector, error) {
+		timeout := d.ControllersTimeout
+		if timeout <= 0 {
+			timeout = DefaultControllersTimeout
+		}
+		fv, _ := d.Flux.(interface{ FluxVersion() string })
+		return &Controllers{state: d.Controllers, fluxVersion: fv, timeout: timeout, log: d.logger(),
+			client: newPodClient()}, nil
+	})
+	ds := []*prometheus.Desc{controllerInfoDesc, replicasReadyDesc, replicasDesiredDesc, distributionInfoDesc,
+		podScrapeSuccessDesc, podScrapeDurationDesc, reconcileDurationDesc}
+	for _, f := range podFamilies {
+		ds = append(ds, f.desc)
+	}
+	describe(ds...)
+}
+
+// Controllers reports the Flux controllers' Deployments from the cache and
+// re-exports a curated set of each ready controller pod's own metrics,
+// fetched from the pod on every scrape.
+type Controllers struct {
+	// state is nil when the caller wired no controller discovery (a library
+	// user building only the resources side); the collector then reports
+	// nothing.
+	state       ControllerState
+	fluxVersion interface{ FluxVersion() string }
+	timeout     time.Duration
+	log         *slog.Logger
+	client      *http.Client
+}
+
+var _ Collector = (*Controllers)(nil)
+
+func newPodClient() *http.Client {
+	return &http.Client{
+		// Pods are dialled directly; a proxy from the environment would
+		// neither reach pod IPs nor belong on this path.
+		Transport: &http.Transport{
+			Proxy:               nil,
+			DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+			MaxIdleConnsPerHost: 2,
+			IdleConnTimeout:     90 * time.Second,
+		},
+		// A metrics endpoint has no reason to redirect, and following one
+		// would let a pod send the exporter elsewhere.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+}
+
+// Update reports the Deployments, then fetches every ready pod at once,
+// bounded by the scrape's deadline and the --controllers.timeout cap. A pod
+// that fails costs only its own series: it shows as scrape_success 0 and
+// Update still returns nil.
+func (c *Controllers) Update(ctx context.Context, ch chan<- prometheus.Metric) error {
+	if c.state == nil {
+		return nil
+	}
+	deployments := c.state.Deployments()
+	for _, d := range deployments {
+		ch <- prometheus.MustNewConstMetric(controllerInfoDesc, prometheus.GaugeValue, 1, d.Name, d.Version, d.Image)
+		ch <- prometheus.MustNewConstMetric(replicasReadyDesc, prometheus.GaugeValue, float64(d.Ready), d.Name)
+		ch <- prometheus.MustNewConstMetric(replicasDesiredDesc, prometheus.GaugeValue, float64(d.Desired), d.Name)
+	}
+	ch <- prometheus.MustNewConstMetric(distributionInfoDesc, prometheus.GaugeValue, 1, c.distributionVersion(deployments))
+
+	var pods []kube.Pod
+	for _, p := range c.state.Pods() {
+		if p.Scrapable() {
+			pods = append(pods, p)
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	results := make([]podResult, len(pods))
+	sem := make(chan struct{}, maxParallelFetches)
+	var wg sync.WaitGroup
+	for i, p := range pods {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			select {
+			case sem <- struct{}{}:
+				defer func() { <-sem }()
+			case <-ctx.Done():
+				results[i] = podResult{err: fmt.Errorf("not started before the deadline: %w", ctx.Err())}
+				return
+			}
+			start := time.Now()
+			metrics, err := c.scrapePod(ctx, p)
+			results[i] = podResult{metrics: metrics, err: err, duration: time.Since(start)}
+		}()
+	}
+	wg.Wait()
+
+	for i, p := range pods {
+		r := results[i]
+		success := 1.0
+		if r.err != nil {
+			success = 0
+			c.log.Warn("Cannot scrape Flux controller pod; its metrics are left out of this scrape",
+				"controller", p.Controller, "pod", p.Name, "address", podAddress(p), "err", r.err)
+		}
+		for _, m := range r.metrics {
+			ch <- m
+		}
+		ch <- prometheus.MustNewConstMetric(podScrapeSuccessDesc, prometheus.GaugeValue, success, p.Controller, p.Name)
+		ch <- prometheus.MustNewConstMetric(podScrapeDurationDesc, prometheus.GaugeValue, r.duration.Seconds(), p.Controller, p.Name)
+	}
+	return nil
+}
+
+type podResult struct {
+	metrics  []prometheus.Metric
+	err      error
+	duration time.Duration
+}
+
+// distributionVersion prefers the CRDs' label, which Flux's install sets
+// once for the whole distribution. Without it, the controllers vote: during
+// a rolling upgrade the majority wins, and a tie goes to the greater string.
+func (c *Controllers) distributionVersion(deployments []kube.Deployment) string {
+	if c.fluxVersion != nil {
+		if v := c.fluxVersion.FluxVersion(); v != "" {
+			return v
+		}
+	}
+	votes := map[string]int{}
+	best := ""
+	for _, d := range deployments {
+		if d.Version == "" {
+			continue
+		}
+		votes[d.Version]++
+		if n, b := votes[d.Version], votes[best]; n > b || (n == b && d.Version > best) {
+			best = d.Version
+		}
+	}
+	return best
+}
+
+func podAddress(p kube.Pod) string {
+	return net.JoinHostPort(p.IP, strconv.Itoa(int(p.Port)))
+}
+
+// scrapePod fetches, parses and re-labels one pod's metrics. Any problem
+// with the response fails the whole pod, so that a partial page never
+// passes for a complete one.
+func (c *Controllers) scrapePod(ctx context.Context, p kube.Pod) ([]prometheus.Metric, error) {
+	fams, err := c.fetch(ctx, p)
+	if err != nil {
+		return nil, err
+	}
+	var out []prometheus.Metric
+	for _, f := range podFamilies {
+		ms, err := f.export(fams[f.source], p)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, ms...)
+	}
+	ms, err := exportReconcileDuration(fams[reconcileDurationSource], p)
+	if err != nil {
+		return nil, err
+	}
+	return append(out, ms...), nil
+}
+
+func (c *Controllers) fetch(ctx context.Context, p kube.Pod) (map[string]*dto.MetricFamily, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+podAddress(p)+"/metrics", nil)
+	if err != nil {
+		return nil, fmt.Errorf("build request: %w", err)
+	}
+	req.Header.Set("Accept", acceptHeader)
+	req.Header.Set("User-Agent", "flux_exporter/"+version.Version)
+	if deadline, ok := ctx.Deadline(); ok {
+		req.Header.Set("X-Prometheus-Scrape-Timeout-Seconds", strconv.FormatFloat(time.Until(deadline).Seconds(), 'f', 3, 64))
+	}
+	resp, err := c.client.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("GET /metrics: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET /metrics: HTTP status %s", resp.Status)
+	}
+	if ft := expfmt.ResponseFormat(resp.Header).FormatType(); ft != expfmt.TypeTextPlain {
+		return nil, fmt.Errorf("GET /metrics: content type %q is not the Prometheus text format", resp.Header.Get("Content-Type"))
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, MaxControllerBody+1))
+	if err != nil {
+		return nil, fmt.Errorf("read /metrics: %w", err)
+	}
+	if len(body) > MaxControllerBody {
+		return nil, fmt.Errorf("read /metrics: body larger than %d bytes", MaxControllerBody)
+	}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := parser.TextToMetricFamilies(bytes.NewReader(body))
+	if err != nil {
+		return nil, fmt.Errorf("parse /metrics: %w", err)
+	}
+	return fams, nil
+}
+
+// export re-labels and merges one family of a pod. A family the pod does
+// not serve yields nothing.
+func (f podFamily) export(fam *dto.MetricFamily, p kube.Pod) ([]prometheus.Metric, error) {
+	if fam == nil {
+		return nil, nil
+	}
+	merged := newSeriesSet()
+	for _, m := range fam.GetMetric() {
+		v, ok := scalar(m)
+		if !ok {
+			return nil, fmt.Errorf("%s has type %s, not a counter or gauge", f.source, fam.GetType())
+		}
+		have := labelMap(m)
+		key := make([]string, 0, 2+len(f.labels))
+		key = append(key, p.Controller, p.Name)
+		for _, l := range f.labels {
+			key = append(key, have[l[1]])
+		}
+		merged.add(key, v, 0, f.merge)
+	}
+	return merged.metrics(func(lv []string, s series) (prometheus.Metric, error) {
+		return prometheus.NewConstMetric(f.desc, f.typ, s.value, lv...)
+	})
+}
+
+func exportReconcileDuration(fam *dto.MetricFamily, p kube.Pod) ([]prometheus.Metric, error) {
+	if fam == nil {
+		return nil, nil
+	}
+	merged := newSeriesSet()
+	for _, m := range fam.GetMetric() {
+		var sum float64
+		var count uint64
+		switch {
+		case m.Histogram != nil:
+			sum, count = m.GetHistogram().GetSampleSum(), m.GetHistogram().GetSampleCount()
+		case m.Summary != nil:
+			sum, count = m.GetSummary().GetSampleSum(), m.GetSummary().GetSampleCount()
+		default:
+			return nil, fmt.Errorf("%s has type %s, not a histogram or summary", reconcileDurationSource, fam.GetType())
+		}
+		merged.add([]string{p.Controller, p.Name, labelMap(m)["kind"]}, sum, count, addValues)
+	}
+	return merged.metrics(func(lv []string, s series) (prometheus.Metric, error) {
+		return prometheus.NewConstSummary(reconcileDurationDesc, s.count, s.value, nil, lv...)
+	})
+}
+
+// seriesSet merges series by their exported label values, keeping the
+// order in which each first appeared.
+type seriesSet struct {
+	order []string
+	byKey map[string]*seriesEntry
+}
+
+type series struct {
+	value float64
+	count uint64
+}
+
+type seriesEntry struct {
+	labels []string
+	series
+}
+
+func newSeriesSet() *seriesSet { return &seriesSet{byKey: map[string]*seriesEntry{}} }
+
+func (s *seriesSet) add(labels []string, value float64, count uint64, merge func(a, b float64) float64) {
+	// A label value cannot hold \xff in valid UTF-8, so it separates safely.
+	key := strings.Join(labels, "\xff")
+	e, ok := s.byKey[key]
+	if !ok {
+		s.byKey[key] = &seriesEntry{labels: labels, series: series{value: value, count: count}}
+		s.order = append(s.order, key)
+		return
+	}
+	e.value = merge(e.value, value)
+	e.count += count
+}
+
+func (s *seriesSet) metrics(build func([]string, series) (prometheus.Metric, error)) ([]prometheus.Metric, error) {
+	out := make([]prometheus.Metric, 0, len(s.order))
+	var errs []error
+	for _, key := range s.order {
+		e := s.byKey[key]
+		m, err := build(e.labels, e.series)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		out = append(out, m)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("re-export: %w", err)
+	}
+	return out, nil
+}
+
+func scalar(m *dto.Metric) (float64, bool) {
+	switch {
+	case m.Gauge != nil:
+		return m.GetGauge().GetValue(), true
+	case m.Counter != nil:
+		return m.GetCounter().GetValue(), true
+	case m.Untyped != nil:
+		return m.GetUntyped().GetValue(), true
+	}
+	return 0, false
+}
+
+func labelMap(m *dto.Metric) map[string]string {
+	out := make(map[string]string, len(m.GetLabel()))
+	for _, lp := range m.GetLabel() {
+		out[lp.GetName()] = lp.GetValue()
+	}
+	return out
+}

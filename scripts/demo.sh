@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# make demo: a real API server with a churning Flux fleet, and flux_exporter
+# scraping it. Ctrl-C stops both and removes everything this script made.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+demo_dir=$(mktemp -d -t flux-exporter-demo-XXXXXX)
+sandbox_pid=""
+exporter_pid=""
+cleanup() {
+  trap - INT TERM EXIT
+  for pid in $exporter_pid $sandbox_pid; do
+    kill -TERM "$pid" 2>/dev/null || true
+  done
+  for pid in $exporter_pid $sandbox_pid; do
+    wait "$pid" 2>/dev/null || true
+  done
+  rm -rf "$demo_dir"
+  echo "Demo stopped; nothing left behind."
+}
+trap cleanup INT TERM EXIT
+
+echo "Building flux-sandbox and flux_exporter (the first build takes a few minutes)..."
+(cd sandbox && go build -o "$demo_dir/flux-sandbox" ./cmd/flux-sandbox)
+go build -o "$demo_dir/flux_exporter" .
+
+kubeconfig="$demo_dir/kubeconfig"
+"$demo_dir/flux-sandbox" --kubeconfig-out "$kubeconfig" --ready-file "$demo_dir/ready" "$@" &
+sandbox_pid=$!
+for _ in $(seq 1 600); do
+  [ -f "$demo_dir/ready" ] && break
+  kill -0 "$sandbox_pid" 2>/dev/null || { echo "flux-sandbox exited before it was ready" >&2; exit 1; }
+  sleep 0.2
+done
+[ -f "$demo_dir/ready" ] || { echo "flux-sandbox not ready after 120s" >&2; exit 1; }
+
+listen="${FLUX_EXPORTER_LISTEN:-127.0.0.1:9899}"
+"$demo_dir/flux_exporter" --kube.config "$kubeconfig" --web.listen-address "$listen" \
+  --events.enabled --events.allow-unsigned --log.level warn &
+exporter_pid=$!
+for _ in $(seq 1 300); do
+  curl -fsS "http://$listen/-/ready" >/dev/null 2>&1 && break
+  kill -0 "$exporter_pid" 2>/dev/null || { echo "flux_exporter exited; see its log above" >&2; exit 1; }
+  sleep 0.2
+done
+
+cat <<MSG
+
+flux_exporter is scraping the sandbox fleet.
+  Metrics:     curl -s http://$listen/metrics | grep ^flux_resource_info
+  Ready:       curl -s http://$listen/-/ready
+  Compare:     kubectl --kubeconfig $kubeconfig get gitrepositories,kustomizations,helmreleases -A
+  Events:      curl -s -XPOST -H 'Content-Type: application/json' http://$listen/api/v1/events -d '{"involvedObject":{"kind":"Kustomization","namespace":"flux-system","name":"apps"},"severity":"info","reason":"ReconciliationSucceeded","message":"demo","reportingController":"kustomize-controller","timestamp":"2026-01-01T00:00:00Z"}'
+Press Ctrl-C to stop.
+MSG
+wait -n "$sandbox_pid" "$exporter_pid"
