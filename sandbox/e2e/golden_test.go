@@ -76,6 +76,9 @@ func runGolden(t *testing.T, c *cluster, ns, path string) {
 			t.Fatal(err)
 		}
 		stored := c.apply(t, out)
+		if _, dup := uids[stored.GetName()]; dup {
+			t.Fatalf("two objects named %q: golden files name UIDs by object name, so names must be unique per case", stored.GetName())
+		}
 		uids[stored.GetName()] = string(stored.GetUID())
 		created[stored.GetName()] = stored.GetCreationTimestamp().Time
 	}
@@ -118,7 +121,7 @@ func runGolden(t *testing.T, c *cluster, ns, path string) {
 	if *update {
 		text := gatherText(t, scrape, names)
 		for obj, uid := range uids {
-			text = strings.ReplaceAll(text, uid, "UID_"+obj)
+			text = strings.ReplaceAll(text, `uid="`+uid+`"`, `uid="UID_`+obj+`"`)
 		}
 		if err := os.WriteFile(golden, []byte(text), 0o644); err != nil {
 			t.Fatal(err)
@@ -130,7 +133,7 @@ func runGolden(t *testing.T, c *cluster, ns, path string) {
 	}
 	expected := string(want)
 	for obj, uid := range uids {
-		expected = strings.ReplaceAll(expected, "UID_"+obj, uid)
+		expected = strings.ReplaceAll(expected, `uid="UID_`+obj+`"`, `uid="`+uid+`"`)
 	}
 	if err := testutil.CollectAndCompare(scrape, strings.NewReader(expected), names...); err != nil {
 		t.Fatal(err)

@@ -19,9 +19,11 @@ import (
 	"github.com/flux-exporter/flux_exporter/sandbox/crds"
 )
 
+// Strict validation makes a typo in a test manifest an error instead of a
+// silently pruned field.
 var (
-	metaCreate = metav1.CreateOptions{}
-	metaUpdate = metav1.UpdateOptions{}
+	metaCreate = metav1.CreateOptions{FieldValidation: "Strict"}
+	metaUpdate = metav1.UpdateOptions{FieldValidation: "Strict"}
 )
 
 const gitRepo = `
