@@ -5,7 +5,7 @@ PROMTOOL  ?= promtool
 export GOTOOLCHAIN := local
 
 .PHONY: all build test test-unit test-e2e test-race-harness fuzz lint vet fmt checkrules checkmetrics \
-        lint-dashboards bench demo tools clean
+        lint-dashboards bench demo tools clean deploy-generate image-binary
 
 all: lint test build
 
@@ -63,13 +63,30 @@ demo:
 
 tools: $(BIN)/promu $(BIN)/helm $(BIN)/dashboard-linter
 
-$(BIN)/promu:
+$(BIN)/promu: tools/promu/go.mod
 	cd tools/promu && $(GO) build -o $@ github.com/prometheus/promu
 
-$(BIN)/helm:
-	cd tools/helm && $(GO) build -o $@ helm.sh/helm/v3/cmd/helm
+# helm reads its own version and the Kubernetes version it assumes from
+# ldflags; without them it renders as v3.19 for Kubernetes 1.20 and refuses
+# the chart's kubeVersion.
+HELM_VERSION   = $(shell cd tools/helm && $(GO) list -m -f '{{.Version}}' helm.sh/helm/v3)
+HELM_K8S_MINOR = $(word 2,$(subst ., ,$(shell cd tools/helm && $(GO) list -m -f '{{.Version}}' k8s.io/client-go)))
+HELM_LDFLAGS   = -X helm.sh/helm/v3/internal/version.version=$(HELM_VERSION) \
+	-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$(HELM_K8S_MINOR) \
+	-X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$(HELM_K8S_MINOR)
 
-$(BIN)/dashboard-linter:
+$(BIN)/helm: tools/helm/go.mod
+	cd tools/helm && $(GO) build -ldflags "$(HELM_LDFLAGS)" -o $@ helm.sh/helm/v3/cmd/helm
+
+## deploy-generate: kustomize inputs derived from alerts/ and dashboards/ (gitignored).
+deploy-generate:
+	sh deploy/generate.sh
+
+## image-binary: what the Dockerfile copies.
+image-binary: $(BIN)/promu
+	GOOS=linux GOARCH=amd64 $(BIN)/promu build --prefix .build/linux-amd64
+
+$(BIN)/dashboard-linter: tools/dashboard-linter/go.mod
 	cd tools/dashboard-linter && GONOSUMDB=github.com/grafana/dashboard-linter $(GO) build -o $@ github.com/grafana/dashboard-linter
 
 clean:

@@ -188,17 +188,20 @@ spec: {interval: 1m, url: "https://github.com/stefanprodan/podinfo", ref: {branc
 				t.Fatal(err)
 			}
 			waitForGrants(t, cfg, fluxNamespaceOf(t, dep))
-			e := startExporter(t, writeTokenKubeconfig(t, cfg), localArgs(t, dep)...)
+			args := localArgs(t, dep)
+			e := startExporter(t, writeTokenKubeconfig(t, cfg), args...)
 			e.waitReady()
-			eventually(t, 30*time.Second, func() error { return everyCollectorSucceeds(e.scrape()) })
+			controllers := !slices.Contains(args, "--no-collector.controllers")
+			eventually(t, 30*time.Second, func() error { return everyCollectorSucceeds(e.scrape(), controllers) })
 			deniedEverythingElse(t, cfg, c.dyn)
 		})
 	}
 }
 
 // everyCollectorSucceeds checks the scrape of an exporter that should see
-// the test's Flux object and controller.
-func everyCollectorSucceeds(s scrape) error {
+// the test's Flux object and, with the controllers collector, its
+// controller.
+func everyCollectorSucceeds(s scrape, controllers bool) error {
 	collectors := s.find("flux_exporter_collector_success", nil)
 	seen := map[string]bool{}
 	for _, m := range collectors {
@@ -208,8 +211,8 @@ func everyCollectorSucceeds(s scrape) error {
 			return fmt.Errorf("collector %q failed (flux_exporter_collector_success %v)", name, v)
 		}
 	}
-	if !seen["resources"] {
-		return fmt.Errorf("no flux_exporter_collector_success{collector=\"resources\"}:\n%s", grep(s.text, "flux_exporter_collector_success"))
+	if !seen["resources"] || seen["controllers"] != controllers {
+		return fmt.Errorf("want the resources collector and controllers=%v:\n%s", controllers, grep(s.text, "flux_exporter_collector_success"))
 	}
 	for kind := range gvrs {
 		if v, ok := s.value("flux_exporter_kind_synced", map[string]string{"kind": kind}); !ok || v != 1 {
@@ -219,7 +222,7 @@ func everyCollectorSucceeds(s scrape) error {
 	if len(s.find("flux_resource_info", map[string]string{"kind": "GitRepository", "exported_namespace": "apps", "name": "podinfo"})) != 1 {
 		return fmt.Errorf("GitRepository apps/podinfo missing:\n%s", grep(s.text, "flux_resource_info"))
 	}
-	if seen["controllers"] {
+	if controllers {
 		return s.scraped("source-controller", "source-controller-0", 1)
 	}
 	return nil
@@ -280,7 +283,10 @@ func deniedEverythingElse(t *testing.T, cfg *rest.Config, admin dynamic.Interfac
 	}{
 		{"list Secrets in " + ns, func() error { _, err := sa.CoreV1().Secrets(ns).List(ctx, metav1.ListOptions{}); return err }},
 		{"list Secrets cluster-wide", func() error { _, err := sa.CoreV1().Secrets("").List(ctx, metav1.ListOptions{}); return err }},
-		{"get a Secret", func() error { _, err := sa.CoreV1().Secrets(ns).Get(ctx, "flux-exporter-events", metav1.GetOptions{}); return err }},
+		{"get a Secret", func() error {
+			_, err := sa.CoreV1().Secrets(ns).Get(ctx, "flux-exporter-events", metav1.GetOptions{})
+			return err
+		}},
 		{"watch Secrets", func() error {
 			w, err := sa.CoreV1().Secrets("").Watch(ctx, metav1.ListOptions{})
 			if err == nil {
@@ -325,7 +331,9 @@ func deniedEverythingElse(t *testing.T, cfg *rest.Config, admin dynamic.Interfac
 			_, err := sa.AppsV1().Deployments(ns).Patch(ctx, "source-controller", types.MergePatchType, []byte(`{"spec":{"replicas":0}}`), metav1.PatchOptions{})
 			return err
 		}},
-		{"delete a Deployment", func() error { return sa.AppsV1().Deployments(ns).Delete(ctx, "source-controller", metav1.DeleteOptions{}) }},
+		{"delete a Deployment", func() error {
+			return sa.AppsV1().Deployments(ns).Delete(ctx, "source-controller", metav1.DeleteOptions{})
+		}},
 	} {
 		if err := tc.do(); !apierrors.IsForbidden(err) {
 			t.Errorf("%s: got %v, want Forbidden", tc.what, err)
@@ -716,7 +724,7 @@ func TestChartSchemaRejectsBadValues(t *testing.T) {
 		{"serviceMonitor.enabled=yes", "/serviceMonitor/enabled"},
 		{"controllers.timeout=soon", "/controllers/timeout"},
 		{"log.level=verbose", "/log/level"},
-		{"replicas=2", "replicas"},
+		{"replicas=2", "'replicas' not allowed"},
 		{"prometheusRule.rules.FluxResourceNotReady.severity=page", "/prometheusRule/rules/FluxResourceNotReady/severity"},
 		{"prometheusRule.enabled=true,prometheusRule.rules.NoSuchAlert.for=1h", "prometheusRule.rules.NoSuchAlert"},
 		{"webConfig.enabled=true", "webConfig.enabled needs"},
@@ -735,7 +743,9 @@ func TestChartSchemaRejectsBadValues(t *testing.T) {
 	}
 }
 
-var helpFlagRE = regexp.MustCompile(`(?m)^\s+(?:-\w, )?--(?:\[no-\])?([a-z][a-z0-9.-]*)`)
+// helpFlagRE matches the flag column of kingpin's --help, not flags named
+// in the descriptions beside it.
+var helpFlagRE = regexp.MustCompile(`(?m)^  (?:-\w, |    )--(?:\[no-\])?([a-z][a-z0-9.-]*[a-z0-9])`)
 
 // TestChartSetsEveryFlag renders the chart with every value set and checks
 // that the container gets every flag of `flux_exporter --help`, and that
@@ -915,7 +925,9 @@ func TestInstallVersions(t *testing.T) {
 	if err := yaml.Unmarshal(readFile(t, filepath.Join(chartDir, "values.yaml")), &values); err != nil {
 		t.Fatal(err)
 	}
-	var kust struct{ Images []struct{ Name, NewTag string } }
+	var kust struct {
+		Images []struct{ Name, NewTag string }
+	}
 	if err := yaml.Unmarshal(readFile(t, filepath.Join(deployDir, "kustomization.yaml")), &kust); err != nil {
 		t.Fatal(err)
 	}

@@ -2,7 +2,6 @@ package fleet
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strconv"
 
@@ -182,6 +181,3 @@ func earlierSpec(kind string, final map[string]any, back int) (map[string]any, e
 	}
 	return s, nil
 }
-
-// errNotEligible marks a churn target that does not qualify for a change.
-var errNotEligible = errors.New("not eligible")

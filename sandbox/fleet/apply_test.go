@@ -137,3 +137,27 @@ func BenchmarkApply10k(b *testing.B) {
 	}
 	b.ReportMetric(float64(len(f.Objects)*b.N)/b.Elapsed().Seconds(), "objects/s")
 }
+
+// TestApplyFullMode applies a fleet to a full kube-apiserver, where the
+// fleet's namespaces must exist as Namespace objects first.
+func TestApplyFullMode(t *testing.T) {
+	t.Parallel()
+	s := apiserver.StartT(t, apiserver.Options{Mode: apiserver.ModeFull})
+	ctx := t.Context()
+	f := mustGenerate(t, Options{Seed: 2, Objects: 60, Namespaces: 3})
+	if err := Apply(ctx, s.RESTConfig(), f); err != nil {
+		t.Fatalf("Apply: %v", err)
+	}
+	c, err := newClient(s.RESTConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ns := range f.Namespaces {
+		if _, err := c.dyn.Resource(namespacesGVR).Get(ctx, ns, metav1.GetOptions{}); err != nil {
+			t.Errorf("namespace %s: %v", ns, err)
+		}
+	}
+	if got := len(listFleet(t, ctx, s.RESTConfig())); got != len(f.Objects) {
+		t.Errorf("server has %d objects, the fleet %d", got, len(f.Objects))
+	}
+}

@@ -47,6 +47,9 @@ type ChurnStats struct {
 	Errors           int
 }
 
+// errNotEligible marks a churn target that does not qualify for a change.
+var errNotEligible = errors.New("not eligible")
+
 // churn actions, each changing one object (and its dependents).
 type churnAction int
 

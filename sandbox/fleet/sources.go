@@ -41,7 +41,7 @@ func (g *gen) sourceStatus(p *planned, art *artifact, m sourceMsgs, observedGen 
 	if observedGen {
 		status["observedGeneration"] = p.obs
 	}
-	since := g.ago(art.updated.Sub(g.now)*-1, 30*day)
+	since := g.ago(g.now.Sub(art.updated), 30*day) // ready since before its artifact
 	stored := cond("ArtifactInStorage", "True", m.readyReason, m.ready, p.obs, since)
 	switch p.st {
 	case StateReady:

@@ -425,7 +425,7 @@ func (g *gen) helmReleaseStatus(p *planned, c chart, chartSpec map[string]any, c
 	status := map[string]any{
 		"observedGeneration":      p.obs,
 		"lastAttemptedGeneration": attempted,
-		"storageNamespace":        relNs,
+		"storageNamespace":        p.ns, // Helm's storage stays with the HelmRelease by default
 	}
 	if helmChart != "" {
 		status["helmChart"] = helmChart
@@ -550,15 +550,15 @@ func (g *gen) helmReleaseStatus(p *planned, c chart, chartSpec map[string]any, c
 		status["conditions"] = conds
 		status["installFailures"], status["failures"] = n, n
 	case variant == "UpgradeFailed" || p.st == StateStalled:
+		// The source moved to version; the upgrade to it failed.
 		if v < 2 {
 			v = 2
 		}
-		newer := shiftVersion(version, 1)
-		setAttempt(newer, "upgrade")
+		setAttempt(version, "upgrade")
 		history = append(history,
-			snap(v, "failed", "upgrade", newer, failedAt),
-			snap(v-1, "deployed", action(v-1), version, deployedAt.Add(-48*hour)))
-		msg := fmt.Sprintf("Helm upgrade failed for release %s/%s with chart %s@%s: %s", relNs, relName, c.name, newer, failErr)
+			snap(v, "failed", "upgrade", version, failedAt),
+			snap(v-1, "deployed", action(v-1), older, deployedAt.Add(-48*hour)))
+		msg := fmt.Sprintf("Helm upgrade failed for release %s/%s with chart %s@%s: %s", relNs, relName, c.name, version, failErr)
 		n := int64(1 + g.intn(2))
 		conds := []any{cond("Ready", "False", "UpgradeFailed", msg, p.obs, failedAt), cond("Released", "False", "UpgradeFailed", msg, p.obs, failedAt)}
 		if p.st == StateStalled {
@@ -572,14 +572,13 @@ func (g *gen) helmReleaseStatus(p *planned, c chart, chartSpec map[string]any, c
 		if v < 3 {
 			v = 3
 		}
-		newer := shiftVersion(version, 1)
-		setAttempt(newer, "upgrade")
+		setAttempt(version, "upgrade")
 		history = append(history,
-			snap(v, "deployed", "rollback", version, failedAt),
-			snap(v-1, "failed", "upgrade", newer, failedAt.Add(-5*minute)),
-			snap(v-2, "superseded", action(v-2), version, deployedAt.Add(-48*hour)))
-		upgradeMsg := fmt.Sprintf("Helm upgrade failed for release %s/%s with chart %s@%s: %s", relNs, relName, c.name, newer, failErr)
-		rollbackMsg := fmt.Sprintf("Helm rollback to previous release %s with chart %s@%s succeeded", full(v-2), c.name, version)
+			snap(v, "deployed", "rollback", older, failedAt),
+			snap(v-1, "failed", "upgrade", version, failedAt.Add(-5*minute)),
+			snap(v-2, "superseded", action(v-2), older, deployedAt.Add(-48*hour)))
+		upgradeMsg := fmt.Sprintf("Helm upgrade failed for release %s/%s with chart %s@%s: %s", relNs, relName, c.name, version, failErr)
+		rollbackMsg := fmt.Sprintf("Helm rollback to previous release %s with chart %s@%s succeeded", full(v-2), c.name, older)
 		status["conditions"] = []any{
 			cond("Ready", "False", "RollbackSucceeded", rollbackMsg, p.obs, failedAt),
 			cond("Released", "False", "UpgradeFailed", upgradeMsg, p.obs, failedAt),

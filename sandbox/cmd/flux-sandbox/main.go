@@ -5,6 +5,22 @@
 // It writes a kubeconfig, prints how to use it, and runs until SIGINT or
 // SIGTERM, then stops the server and removes everything it wrote: its
 // temporary directory, the kubeconfig and the ready file.
+//
+// Usage:
+//
+//	go run ./cmd/flux-sandbox [flags]   (from the sandbox module)
+//
+//	--kubeconfig-out PATH     kubeconfig to write ($TMPDIR/flux-sandbox.kubeconfig)
+//	--ready-file PATH         written once the fleet is seeded, holding the kubeconfig path
+//	--objects N               Flux objects to create (200)
+//	--namespaces N            namespaces to spread them over (5)
+//	--seed N                  seed of the fleet and of its churn (1)
+//	--churn-interval DURATION time between churn ticks (3s); 0 turns churn off
+//	--mode crd|full           crd: CRDs only, starts in about a second (default);
+//	                          full: kube-apiserver with Namespaces and RBAC
+//	--listen 127.0.0.1:PORT   API server address (127.0.0.1:16443, fixed so that a
+//	                          kubeconfig stays valid across restarts); host must be 127.0.0.1
+//	--verbose                 debug logs, including the API server's
 package main
 
 import (
