@@ -93,7 +93,7 @@ func newPodFamily(source, name, help string, typ prometheus.ValueType, merge fun
 // label repeats its "name" and is dropped.
 var (
 	queueName  = [2]string{"name", "name"}
-	reconciler = [2]string{"reconciler", "controllerx"}
+	reconciler = [2]string{"reconciler", "controller"}
 	result     = [2]string{"result", "result"}
 )
 

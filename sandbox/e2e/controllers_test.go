@@ -116,6 +116,16 @@ func TestControllers(t *testing.T) {
 	cs.status("source-controller", 1, 1, 1)
 	cs.status("kustomize-controller", 1, 1, 1)
 
+	t.Run("rejects a bad selector", func(t *testing.T) {
+		bad := runExporter(t, "--kube.config="+c.kubeconfig, "--web.listen-address=127.0.0.1:0", "--flux.controllers-selector=app in (")
+		if code := bad.wait(30 * time.Second); code != 2 {
+			t.Fatalf("exit code %d, want 2:\n%s", code, bad.logs)
+		}
+		if !strings.Contains(bad.logs.String(), "--flux.controllers-selector") {
+			t.Errorf("error does not name the flag:\n%s", bad.logs)
+		}
+	})
+
 	e := startExporter(t, c.kubeconfig, "--controllers.timeout=20s")
 	e.waitReady()
 

@@ -113,6 +113,31 @@ func TestGenerateShape(t *testing.T) {
 			t.Errorf("no object in state %s", st)
 		}
 	}
+	drifting := 0
+	for _, o := range f.Objects {
+		if o.Kind == KindHelmRelease && o.State == StateProgressing && findPlannedCond(o, "Ready")["message"] == "correcting cluster drift" {
+			drifting++
+		}
+	}
+	if drifting == 0 {
+		t.Error("no HelmRelease is correcting drift")
+	}
+	reasons := map[string]bool{}
+	for _, o := range f.Objects {
+		conds, _, _ := unstructured.NestedSlice(o.Object.Object, "status", "conditions")
+		for _, c := range conds {
+			reasons[c.(map[string]any)["reason"].(string)] = true
+		}
+	}
+	for _, r := range []string{
+		"ReconciliationSucceeded", "BuildFailed", "HealthCheckFailed", "DependencyNotReady", "ArtifactFailed",
+		"GitOperationFailed", "InstallSucceeded", "UpgradeSucceeded", "InstallFailed", "UpgradeFailed",
+		"RollbackSucceeded", "RetriesExceeded", "Progressing", "Succeeded", "ChartPullSucceeded", "URLInvalid",
+	} {
+		if !reasons[r] {
+			t.Errorf("no condition has reason %s", r)
+		}
+	}
 	if s.Total.Suspended == 0 || s.Total.Stalled == 0 || s.Total.ReadyFalse == 0 || s.Total.ReadyUnknown == 0 {
 		t.Errorf("summary lacks variety: %+v", s.Total)
 	}
@@ -157,7 +182,8 @@ func TestGenerateShape(t *testing.T) {
 				t.Errorf("%s is %s; Stalled=%q", refOf(o), o.State, conditionStatus(o.Object.Object, "Stalled"))
 			}
 			if og, ok := status["observedGeneration"].(int64); ok && o.Kind != KindExternalArtifact {
-				lag := o.State == StateProgressing || o.Suspended
+				drift := findPlannedCond(o, "Ready")["message"] == "correcting cluster drift"
+				lag := (o.State == StateProgressing && !drift) || o.Suspended
 				if lag != (og < o.Generation) || og > o.Generation {
 					t.Errorf("%s (%s, suspended %v): generation %d, observed %d", refOf(o), o.State, o.Suspended, o.Generation, og)
 				}
@@ -241,4 +267,14 @@ func TestGenerateShape(t *testing.T) {
 	if t.Failed() {
 		fmt.Println(s)
 	}
+}
+
+func findPlannedCond(o *Object, typ string) map[string]any {
+	conds, _, _ := unstructured.NestedSlice(o.Object.Object, "status", "conditions")
+	for _, c := range conds {
+		if m := c.(map[string]any); m["type"] == typ {
+			return m
+		}
+	}
+	return nil
 }

@@ -392,18 +392,27 @@ func (g *gen) helmRelease(ns, name string, c chart, chartSpec map[string]any, ch
 	if testEnabled {
 		spec["test"] = map[string]any{"enable": true}
 	}
+	driftMode := ""
 	if g.chance(0.3) {
-		spec["driftDetection"] = map[string]any{"mode": g.pick([]string{"enabled", "warn"})}
+		driftMode = g.pick([]string{"enabled", "warn"})
+		spec["driftDetection"] = map[string]any{"mode": driftMode}
 	}
 	variant := ""
 	if p.runs() {
-		if chartArt == nil {
+		switch {
+		case chartArt == nil:
 			p.st, variant = StateFailing, "ArtifactFailed"
-		} else if p.st == StateFailing {
+		case p.st == StateFailing:
 			variant = g.pick([]string{"InstallFailed", "UpgradeFailed", "RollbackSucceeded"})
+		case p.st == StateReady && driftMode == "enabled" && g.chance(0.3):
+			// Found the cluster drifted from the release and is correcting it.
+			p.st, variant = StateProgressing, "CorrectingDrift"
 		}
 	}
 	g.settle(p, true)
+	if variant == "CorrectingDrift" && !p.suspended {
+		p.gen = p.obs // no spec change: the cluster moved, not the object
+	}
 	helmChart := ""
 	if from.kind == KindHelmChart {
 		helmChart = from.ns + "/" + from.name
@@ -522,11 +531,17 @@ func (g *gen) helmReleaseStatus(p *planned, c chart, chartSpec map[string]any, c
 		}
 		status["conditions"] = readyConds(v)
 		if p.st == StateProgressing {
-			msg := "Running 'upgrade' action with timeout of 5m0s"
+			// helm-controller's words: "Running '<action>' <type> action with timeout of <t>".
+			running := "Running 'upgrade' release action with timeout of 5m0s"
+			readyMsg := running
+			if variant == "CorrectingDrift" {
+				running = "Running 'correct cluster drift' drift correction action with timeout of 5m0s"
+				readyMsg = "correcting cluster drift"
+			}
 			started := g.ago(0, 2*minute)
 			status["conditions"] = []any{
-				cond("Reconciling", "True", "Progressing", msg, p.gen, started),
-				cond("Ready", "Unknown", "Progressing", msg, p.obs, started),
+				cond("Reconciling", "True", "Progressing", running, p.gen, started),
+				cond("Ready", "Unknown", "Progressing", readyMsg, p.obs, started),
 				status["conditions"].([]any)[1],
 			}
 		}
