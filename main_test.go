@@ -24,6 +24,10 @@ const (
 	endMark    = "<!-- END GENERATED METRICS TABLE -->"
 )
 
+// summaries are the families emitted as summaries; a descriptor does not
+// carry its type, and every other family is typed by its name.
+var summaries = map[string]bool{"flux_controller_reconcile_duration_seconds": true}
+
 var descRE = regexp.MustCompile(`fqName: "([^"]+)", help: "((?:[^"\\]|\\.)*)".*variableLabels: \{([^}]*)\}`)
 
 // TestMetricsReference fails when docs/metrics.md and the families the code
@@ -79,8 +83,11 @@ func metricsTable(t *testing.T) string {
 		}
 		name, help, labels := m[1], strings.ReplaceAll(m[2], `\"`, `"`), m[3]
 		typ := "gauge"
-		if strings.HasSuffix(name, "_total") {
+		switch {
+		case strings.HasSuffix(name, "_total"):
 			typ = "counter"
+		case summaries[name]:
+			typ = "summary"
 		}
 		var ls []string
 		for _, l := range strings.Split(labels, ",") {

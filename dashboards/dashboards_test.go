@@ -20,36 +20,28 @@ var wantDashboards = map[string]string{
 	"flux-controllers.json":     "flux-controllers",
 }
 
-// knownMetrics is the metrics contract of issues 3, 4 and 5 that the
-// dashboards may use. A typo in a query, or a metric the exporter does not
-// emit, fails TestQueriesUseKnownMetrics.
-var knownMetrics = []string{
-	"up",
-	"flux_resource_info", "flux_resource_attempted_revision_info", "flux_resource_condition",
-	"flux_resource_condition_last_transition_timestamp_seconds", "flux_resource_suspended",
-	"flux_resource_generation", "flux_resource_observed_generation", "flux_resource_interval_seconds",
-	"flux_resource_created_timestamp_seconds",
-	"flux_source_artifact_size_bytes", "flux_source_artifact_last_update_timestamp_seconds",
-	"flux_kustomization_inventory_entries", "flux_kustomization_last_reconcile_timestamp_seconds",
-	"flux_kustomization_last_reconcile_duration_seconds", "flux_kustomization_reconciliations",
-	"flux_helmrelease_info", "flux_helmrelease_release_revision", "flux_helmrelease_failures",
-	"flux_helmrelease_install_failures", "flux_helmrelease_upgrade_failures",
-	"flux_helmrelease_last_deployed_timestamp_seconds",
-	"flux_imagerepository_tags", "flux_imagerepository_last_scan_timestamp_seconds", "flux_imagepolicy_info",
-	"flux_imageupdateautomation_last_push_timestamp_seconds", "flux_imageupdateautomation_last_run_timestamp_seconds",
-	"flux_exporter_kind_info", "flux_exporter_kind_objects", "flux_exporter_kind_synced",
-	"flux_exporter_watch_errors_total", "flux_exporter_object_errors_total", "flux_exporter_build_info",
-	"flux_exporter_collector_success", "flux_exporter_collector_duration_seconds",
-	"flux_controller_info", "flux_controller_replicas_ready", "flux_controller_replicas_desired",
-	"flux_distribution_info", "flux_controller_scrape_success", "flux_controller_scrape_duration_seconds",
-	"flux_controller_workqueue_depth", "flux_controller_workqueue_longest_running_processor_seconds",
-	"flux_controller_workqueue_retries_total", "flux_controller_reconcile_total",
-	"flux_controller_reconcile_errors_total", "flux_controller_active_workers",
-	"flux_controller_max_concurrent_reconciles", "flux_controller_process_cpu_seconds_total",
-	"flux_controller_process_resident_memory_bytes", "flux_controller_go_goroutines",
-	"flux_controller_reconcile_duration_seconds_sum", "flux_controller_reconcile_duration_seconds_count",
-	"flux_events_total", "flux_event_last_timestamp_seconds", "flux_events_requests_total",
-	"flux_events_dropped_total", "flux_event_revision_info",
+// knownMetrics are the families the dashboards may use: those of the
+// code-checked reference docs/metrics.md (TestMetricsReference keeps it equal
+// to the exporter's descriptors), a summary's _sum and _count, and `up`. A
+// typo in a query, or a metric the exporter does not emit, fails
+// TestQueriesUseKnownMetricsAndScope.
+func knownMetrics(t *testing.T) []string {
+	t.Helper()
+	doc, err := os.ReadFile(filepath.Join("..", "docs", "metrics.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	known := []string{"up"}
+	for _, m := range regexp.MustCompile("(?m)^\\| `(flux_[a-z0-9_]+)` \\| (\\w+) \\|").FindAllStringSubmatch(string(doc), -1) {
+		known = append(known, m[1])
+		if m[2] == "summary" {
+			known = append(known, m[1]+"_sum", m[1]+"_count")
+		}
+	}
+	if len(known) < 40 {
+		t.Fatalf("read only %d metrics from docs/metrics.md", len(known))
+	}
+	return known
 }
 
 type datasourceRef struct {
@@ -328,6 +320,7 @@ var (
 )
 
 func TestQueriesUseKnownMetricsAndScope(t *testing.T) {
+	knownMetrics := knownMetrics(t)
 	for _, d := range loadDashboards(t) {
 		for origin, expr := range d.exprs() {
 			matches := selector.FindAllStringSubmatch(expr, -1)

@@ -75,15 +75,25 @@ func TestSandbox(t *testing.T) {
 	ready := filepath.Join(out, "ready")
 
 	ctx, cancel := context.WithCancel(t.Context())
-	defer cancel()
 	var stdout, stderr syncBuffer
-	exit := make(chan int, 1)
+	var code int
+	exited := make(chan struct{})
 	go func() {
-		exit <- run(ctx, []string{
+		defer close(exited)
+		code = run(ctx, []string{
 			"--objects", "60", "--namespaces", "3", "--seed", "9", "--churn-interval", "200ms",
 			"--listen", "127.0.0.1:0", "--kubeconfig-out", kubeconfig, "--ready-file", ready,
 		}, &stdout, &stderr)
 	}()
+	// However the test ends, the server stops before its directories go.
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-exited:
+		case <-time.After(60 * time.Second):
+			t.Error("sandbox still running 60s after cancel")
+		}
+	})
 
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
@@ -91,7 +101,7 @@ func TestSandbox(t *testing.T) {
 			break
 		}
 		select {
-		case code := <-exit:
+		case <-exited:
 			t.Fatalf("sandbox exited with %d before it was ready\nstderr:\n%s", code, stderr.String())
 		case <-time.After(100 * time.Millisecond):
 		}
@@ -118,7 +128,7 @@ func TestSandbox(t *testing.T) {
 
 	cancel()
 	select {
-	case code := <-exit:
+	case <-exited:
 		if code != 0 {
 			t.Errorf("sandbox exited with %d\nstderr:\n%s", code, stderr.String())
 		}
