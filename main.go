@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/alecthomas/kingpin/v2"
+	"github.com/alecthomas/units"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	versioncollector "github.com/prometheus/client_golang/prometheus/collectors/version"
@@ -37,48 +38,77 @@ const program = "flux_exporter"
 
 func main() { os.Exit(run(os.Args[1:])) }
 
-func run(args []string) int {
+// config holds what the flags set.
+type config struct {
+	web                *toolkit.FlagConfig
+	telemetryPath      *string
+	disableExpMets     *bool
+	maxRequests        *int
+	timeoutOffset      *time.Duration
+	kube               kube.ClientOptions
+	startupTimeout     *time.Duration
+	namespaces         *string
+	excludeNS          *string
+	fluxNamespace      *string
+	controllerSelector *string
+	controllersTimeout *time.Duration
+	eventsEnabled      *bool
+	eventsListen       *string
+	eventsWebConfig    *string
+	eventsMaxBody      *units.Base2Bytes
+	events             events.Config
+	log                promslog.Config
+}
+
+// newApp defines the command line. Tests list its flags for the README.
+func newApp() (*kingpin.Application, *config) {
 	app := kingpin.New(program, "Prometheus exporter for Flux CD: every Flux object and controller, fresh on each scrape.")
-	var (
-		webFlags       = kingpinflag.AddFlags(app, ":9899")
-		telemetryPath  = app.Flag("web.telemetry-path", "Path under which to expose metrics.").Default("/metrics").String()
-		disableExpMets = app.Flag("web.disable-exporter-metrics", "Exclude the exporter's own go_*, process_* and promhttp_* metrics.").Bool()
-		maxRequests    = app.Flag("web.max-requests", "Maximum number of parallel scrape requests; 0 disables the limit.").Default("40").Int()
-		timeoutOffset  = app.Flag("web.timeout-offset", "Time taken off Prometheus's scrape timeout so the answer arrives in time.").Default("500ms").Duration()
+	c := &config{
+		web:            kingpinflag.AddFlags(app, ":9899"),
+		telemetryPath:  app.Flag("web.telemetry-path", "Path under which to expose metrics.").Default("/metrics").String(),
+		disableExpMets: app.Flag("web.disable-exporter-metrics", "Exclude the exporter's own go_*, process_* and promhttp_* metrics.").Bool(),
+		maxRequests:    app.Flag("web.max-requests", "Maximum number of parallel scrape requests; 0 disables the limit.").Default("40").Int(),
+		timeoutOffset:  app.Flag("web.timeout-offset", "Time taken off Prometheus's scrape timeout so the answer arrives in time.").Default("500ms").Duration(),
 
-		kubeOpts       kube.ClientOptions
-		startupTimeout = app.Flag("kube.startup-timeout", "How long to wait for the API server at start before exiting.").Default("30s").Duration()
-		namespaces     = app.Flag("namespaces", "Comma-separated namespaces to watch; empty watches all.").Default("").String()
-		excludeNS      = app.Flag("namespaces-exclude", "Comma-separated namespaces never to watch.").Default("").String()
+		startupTimeout: app.Flag("kube.startup-timeout", "How long to wait for the API server at start before exiting.").Default("30s").Duration(),
+		namespaces:     app.Flag("namespaces", "Comma-separated namespaces to watch; empty watches all.").Default("").String(),
+		excludeNS:      app.Flag("namespaces-exclude", "Comma-separated namespaces never to watch.").Default("").String(),
 
-		fluxNamespace      = app.Flag("flux.namespace", "Namespace of the Flux controllers, for the controllers collector.").Default("flux-system").String()
-		controllerSelector = app.Flag("flux.controllers-selector", "Label selector of the Flux controllers' Deployments and Pods.").Default("app.kubernetes.io/part-of=flux").String()
-		controllersTimeout = app.Flag("controllers.timeout", "Longest time a scrape waits for the controller pods' /metrics; the scrape's own deadline applies when shorter.").Default(collector.DefaultControllersTimeout.String()).Duration()
+		fluxNamespace:      app.Flag("flux.namespace", "Namespace of the Flux controllers, for the controllers collector.").Default("flux-system").String(),
+		controllerSelector: app.Flag("flux.controllers-selector", "Label selector of the Flux controllers' Deployments and Pods.").Default("app.kubernetes.io/part-of=flux").String(),
+		controllersTimeout: app.Flag("controllers.timeout", "Longest time a scrape waits for the controller pods' /metrics; the scrape's own deadline applies when shorter.").Default(collector.DefaultControllersTimeout.String()).Duration(),
 
-		eventsEnabled   = app.Flag("events.enabled", "Receive Flux events from notification-controller (generic and generic-hmac Providers) on "+events.Path+".").Default("false").Bool()
-		eventsListen    = app.Flag("events.listen-address", "Serve the events endpoint on its own address instead of the metrics listener, e.g. when metrics require basic auth a Provider cannot send.").Default("").String()
-		eventsWebConfig = app.Flag("events.web.config.file", "exporter-toolkit web config (TLS) for --events.listen-address.").Default("").String()
-		eventsCfg       events.Config
-	)
-	app.Flag("events.hmac-key-file", "File holding the generic-hmac Provider's token; re-read when it changes. Requests without a valid X-Signature are rejected with 401.").StringVar(&eventsCfg.HMACKeyFile)
-	app.Flag("events.allow-unsigned", "Accept events without a signature when no --events.hmac-key-file is set.").BoolVar(&eventsCfg.AllowUnsigned)
-	eventsMaxBody := app.Flag("events.max-body-bytes", "Largest event body accepted; larger requests get 413.").Default("1MiB").Bytes()
-	app.Flag("events.series-ttl", "How long event series of an object deleted from the cluster are kept.").Default("1h").DurationVar(&eventsCfg.SeriesTTL)
-	app.Flag("events.max-series", "Hard cap on event series; events past it are dropped and counted.").Default("10000").IntVar(&eventsCfg.MaxSeries)
-	app.Flag("kube.config", "Path to a kubeconfig; default: $KUBECONFIG, then in-cluster, then ~/.kube/config.").StringVar(&kubeOpts.Kubeconfig)
-	app.Flag("kube.context", "Kubeconfig context to use; default: the current context.").StringVar(&kubeOpts.Context)
-	app.Flag("kube.qps", "Queries per second allowed to the API server.").Default("20").Float32Var(&kubeOpts.QPS)
-	app.Flag("kube.burst", "Burst of queries allowed to the API server.").Default("40").IntVar(&kubeOpts.Burst)
+		eventsEnabled:   app.Flag("events.enabled", "Receive Flux events from notification-controller (generic and generic-hmac Providers) on "+events.Path+".").Default("false").Bool(),
+		eventsListen:    app.Flag("events.listen-address", "Serve the events endpoint on its own address instead of the metrics listener, e.g. when metrics require basic auth a Provider cannot send.").Default("").String(),
+		eventsWebConfig: app.Flag("events.web.config.file", "exporter-toolkit web config (TLS) for --events.listen-address.").Default("").String(),
+	}
+	app.Flag("events.hmac-key-file", "File holding the generic-hmac Provider's token; re-read when it changes. Requests without a valid X-Signature are rejected with 401.").StringVar(&c.events.HMACKeyFile)
+	app.Flag("events.allow-unsigned", "Accept events without a signature when no --events.hmac-key-file is set.").BoolVar(&c.events.AllowUnsigned)
+	c.eventsMaxBody = app.Flag("events.max-body-bytes", "Largest event body accepted; larger requests get 413.").Default("1MiB").Bytes()
+	app.Flag("events.series-ttl", "How long event series of an object deleted from the cluster are kept.").Default("1h").DurationVar(&c.events.SeriesTTL)
+	app.Flag("events.max-series", "Hard cap on event series; events past it are dropped and counted.").Default("10000").IntVar(&c.events.MaxSeries)
+	app.Flag("kube.config", "Path to a kubeconfig; default: $KUBECONFIG, then in-cluster, then ~/.kube/config.").StringVar(&c.kube.Kubeconfig)
+	app.Flag("kube.context", "Kubeconfig context to use; default: the current context.").StringVar(&c.kube.Context)
+	app.Flag("kube.qps", "Queries per second allowed to the API server.").Default("20").Float32Var(&c.kube.QPS)
+	app.Flag("kube.burst", "Burst of queries allowed to the API server.").Default("40").IntVar(&c.kube.Burst)
 	collector.RegisterFlags(app)
-	logCfg := &promslog.Config{}
-	promslogflag.AddFlags(app, logCfg)
+	promslogflag.AddFlags(app, &c.log)
 	app.Version(version.Print(program))
 	app.HelpFlag.Short('h')
+	return app, c
+}
+
+func run(args []string) int {
+	app, c := newApp()
 	if _, err := app.Parse(args); err != nil {
 		fmt.Fprintf(os.Stderr, "%s: %v; see --help\n", program, nameFlag(app, args, err))
 		return 2
 	}
-	logger := promslog.New(logCfg)
+	if err := kube.ValidateNamespaces(splitList(*c.namespaces), splitList(*c.excludeNS)); err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", program, err)
+		return 2
+	}
+	logger := promslog.New(&c.log)
 	klog.SetSlogLogger(logger.With("component", "client-go"))
 
 	logger.Info("Starting "+program, "version", version.Info())
@@ -87,13 +117,13 @@ func run(args []string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	kubeOpts.UserAgent = program + "/" + version.Version
-	cfg, source, err := kube.RESTConfig(kubeOpts)
+	c.kube.UserAgent = program + "/" + version.Version
+	cfg, source, err := kube.RESTConfig(c.kube)
 	if err != nil {
 		logger.Error("Cannot configure the Kubernetes client", "err", err)
 		return 1
 	}
-	serverVersion, err := kube.WaitForServer(ctx, cfg, *startupTimeout, logger)
+	serverVersion, err := kube.WaitForServer(ctx, cfg, *c.startupTimeout, logger)
 	if err != nil {
 		logger.Error("Kubernetes API server unreachable", "err", err)
 		return 1
@@ -110,21 +140,21 @@ func run(args []string) int {
 		return 1
 	}
 	watcher, err := kube.NewWatcher(dyn, kube.WatcherOptions{
-		Namespaces:        splitList(*namespaces),
-		ExcludeNamespaces: splitList(*excludeNS),
+		Namespaces:        splitList(*c.namespaces),
+		ExcludeNamespaces: splitList(*c.excludeNS),
 		Transform:         collector.Decode,
 		Logger:            logger,
 	})
 	if err != nil {
-		logger.Error("Invalid namespace flags", "err", err)
-		return 2
+		logger.Error("Cannot watch Flux objects", "err", err)
+		return 1
 	}
 	go watcher.Run(ctx)
 
-	deps := collector.Deps{Flux: watcher, ControllersTimeout: *controllersTimeout, Logger: logger}
+	deps := collector.Deps{Flux: watcher, ControllersTimeout: *c.controllersTimeout, Logger: logger}
 	ready := watcher.Ready
 	if collector.Enabled("controllers") {
-		controllers, err := kube.NewControllers(cfg, kube.ControllersOptions{Namespace: *fluxNamespace, Selector: *controllerSelector, Logger: logger})
+		controllers, err := kube.NewControllers(cfg, kube.ControllersOptions{Namespace: *c.fluxNamespace, Selector: *c.controllerSelector, Logger: logger})
 		if err != nil {
 			logger.Error("Cannot watch the Flux controllers", "err", err)
 			return 2
@@ -146,27 +176,27 @@ func run(args []string) int {
 	static := prometheus.NewRegistry()
 	static.MustRegister(versioncollector.NewCollector(program))
 	routes := map[string]http.Handler{}
-	if *eventsEnabled {
-		eventsCfg.MaxBodyBytes = int64(*eventsMaxBody)
-		eventsCfg.Exists = watcher.Exists
-		eventsCfg.Logger = logger.With("component", "events")
-		receiver, err := events.New(eventsCfg)
+	if *c.eventsEnabled {
+		c.events.MaxBodyBytes = int64(*c.eventsMaxBody)
+		c.events.Exists = watcher.Exists
+		c.events.Logger = logger.With("component", "events")
+		receiver, err := events.New(c.events)
 		if err != nil {
 			logger.Error("Cannot enable the events endpoint", "err", err)
 			return 2
 		}
-		if eventsCfg.HMACKeyFile == "" {
+		if c.events.HMACKeyFile == "" {
 			logger.Warn("Events endpoint accepts unsigned events: anyone who can reach it can write event metrics; set --events.hmac-key-file")
 		}
 		static.MustRegister(receiver)
 		go receiver.Run(ctx)
-		if *eventsListen == "" {
+		if *c.eventsListen == "" {
 			routes[events.Path] = receiver
 		} else {
 			emux := http.NewServeMux()
 			emux.Handle(events.Path, receiver)
 			esrv := &http.Server{Handler: emux, ReadHeaderTimeout: 10 * time.Second}
-			eflags := &toolkit.FlagConfig{WebListenAddresses: &[]string{*eventsListen}, WebSystemdSocket: new(bool), WebConfigFile: eventsWebConfig}
+			eflags := &toolkit.FlagConfig{WebListenAddresses: &[]string{*c.eventsListen}, WebSystemdSocket: new(bool), WebConfigFile: c.eventsWebConfig}
 			go func() {
 				if err := web.Serve(ctx, esrv, eflags, logger.With("listener", "events")); err != nil {
 					logger.Error("Events listener failed", "err", err)
@@ -176,19 +206,19 @@ func run(args []string) int {
 		}
 	}
 	var instrument prometheus.Registerer
-	if !*disableExpMets {
+	if !*c.disableExpMets {
 		static.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 		instrument = static
 	}
 
 	mux, err := web.NewMux(web.Options{
-		TelemetryPath: *telemetryPath,
+		TelemetryPath: *c.telemetryPath,
 		Version:       version.Info(),
 		Static:        static,
 		Scrape:        exporter.Scrape,
 		Instrument:    instrument,
-		TimeoutOffset: *timeoutOffset,
-		MaxRequests:   *maxRequests,
+		TimeoutOffset: *c.timeoutOffset,
+		MaxRequests:   *c.maxRequests,
 		Ready:         ready,
 		Routes:        routes,
 		Logger:        logger,
@@ -198,7 +228,7 @@ func run(args []string) int {
 		return 1
 	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	if err := web.Serve(ctx, srv, webFlags, logger); err != nil {
+	if err := web.Serve(ctx, srv, c.web, logger); err != nil {
 		logger.Error("HTTP server failed", "err", err)
 		return 1
 	}

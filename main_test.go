@@ -109,3 +109,52 @@ func metricsTable(t *testing.T) string {
 	}
 	return b.String()
 }
+
+const (
+	readme         = "README.md"
+	flagsBeginMark = "<!-- BEGIN GENERATED FLAGS TABLE: go test -run TestFlagsReference -update -->"
+	flagsEndMark   = "<!-- END GENERATED FLAGS TABLE -->"
+)
+
+// TestFlagsReference fails when the README's flag table and the command
+// line disagree.
+func TestFlagsReference(t *testing.T) {
+	app, _ := newApp()
+	var b strings.Builder
+	b.WriteString("\n| flag | default | description |\n|---|---|---|\n")
+	for _, f := range app.Model().Flags {
+		if f.Hidden || f.Name == "help" || f.Name == "version" {
+			continue
+		}
+		name := "--" + f.Name
+		if f.IsBoolFlag() {
+			name = "--[no-]" + f.Name
+		}
+		def := strings.Join(f.Default, ", ")
+		if def != "" {
+			def = "`" + def + "`"
+		}
+		fmt.Fprintf(&b, "| `%s` | %s | %s |\n", name, def, strings.ReplaceAll(f.Help, "|", `\|`))
+	}
+	want := b.String()
+	doc, err := os.ReadFile(readme)
+	if err != nil {
+		t.Fatal(err)
+	}
+	begin, end := strings.Index(string(doc), flagsBeginMark), strings.Index(string(doc), flagsEndMark)
+	if begin < 0 || end < begin {
+		t.Fatalf("%s lacks the generated flags table markers", readme)
+	}
+	got := string(doc[begin+len(flagsBeginMark) : end])
+	if got == want {
+		return
+	}
+	if *update {
+		out := string(doc[:begin+len(flagsBeginMark)]) + want + string(doc[end:])
+		if err := os.WriteFile(readme, []byte(out), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	t.Errorf("%s's flag table is out of date; run go test -run TestFlagsReference -update .\n--- README\n%s\n--- code\n%s", readme, got, want)
+}

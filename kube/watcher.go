@@ -105,10 +105,8 @@ func NewWatcher(client dynamic.Interface, opts WatcherOptions) (*Watcher, error)
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	for _, ns := range opts.Namespaces {
-		if slices.Contains(opts.ExcludeNamespaces, ns) {
-			return nil, fmt.Errorf("namespace %q is both in --namespaces and --namespaces-exclude; drop it from one of them", ns)
-		}
+	if err := ValidateNamespaces(opts.Namespaces, opts.ExcludeNamespaces); err != nil {
+		return nil, err
 	}
 	w := &Watcher{client: client, opts: opts, log: opts.Logger, kinds: map[string]*kindWatch{}}
 	w.crds = dynamicinformer.NewFilteredDynamicInformer(client, crdGVR, metav1.NamespaceAll, 0, cache.Indexers{}, nil).Informer()
@@ -142,6 +140,16 @@ func (w *Watcher) Run(ctx context.Context) {
 		kw.stop()
 		delete(w.kinds, key)
 	}
+}
+
+// ValidateNamespaces rejects a namespace that is both watched and excluded.
+func ValidateNamespaces(include, exclude []string) error {
+	for _, ns := range include {
+		if slices.Contains(exclude, ns) {
+			return fmt.Errorf("namespace %q is both in --namespaces and --namespaces-exclude; drop it from one of them", ns)
+		}
+	}
+	return nil
 }
 
 func transformCRD(obj any) (any, error) {

@@ -310,7 +310,7 @@ current-context: c
 		{"unreachable server", []string{"--kube.config=" + unreachable, "--kube.startup-timeout=2s"}, 1, []string{"--kube.startup-timeout", "127.0.0.1:1", "attempt=2"}},
 		{"unknown flag", []string{"--no-such-flag"}, 2, []string{"no-such-flag", "--help"}},
 		{"bad duration", []string{"--kube.startup-timeout=soon"}, 2, []string{"kube.startup-timeout"}},
-		{"conflicting namespaces", []string{"--kube.config=" + unreachable, "--namespaces=a", "--namespaces-exclude=a", "--kube.startup-timeout=1s"}, 1, []string{"unreachable"}},
+		{"conflicting namespaces", []string{"--kube.config=" + unreachable, "--namespaces=a,b", "--namespaces-exclude=a", "--kube.startup-timeout=1s"}, 2, []string{`"a"`, "--namespaces-exclude"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := runExporter(t, append([]string{"--web.listen-address=127.0.0.1:0"}, tc.args...)...)

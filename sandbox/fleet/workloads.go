@@ -183,7 +183,7 @@ func (g *gen) kustomizationStatus(p *planned, src *source, app, path, variant st
 		var msg string
 		switch variant {
 		case "ArtifactFailed":
-			msg = fmt.Sprintf("Source artifact not found, retrying in %s", "30s")
+			msg = "Source artifact not found, retrying in 30s"
 		case "DependencyNotReady":
 			msg = fmt.Sprintf("dependency '%s/%s' is not ready", after.ns, after.name)
 			if g.chance(0.6) { // it had been applied before the dependency broke
