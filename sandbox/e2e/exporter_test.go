@@ -110,8 +110,9 @@ func startExporter(t testing.TB, kubeconfig string, args ...string) *exporter {
 		}
 		sc := bufio.NewScanner(strings.NewReader(e.logs.String()))
 		for sc.Scan() {
-			var line struct{ Msg, Address string }
-			if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "Listening on" {
+			var line struct{ Msg, Address, Listener string }
+			// The events webhook's own listener logs the same message.
+			if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "Listening on" && line.Listener == "" {
 				e.url = "http://" + line.Address
 			}
 		}
