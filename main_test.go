@@ -33,27 +33,33 @@ var descRE = regexp.MustCompile(`fqName: "([^"]+)", help: "((?:[^"\\]|\\.)*)".*v
 // TestMetricsReference fails when docs/metrics.md and the families the code
 // can emit disagree, in either direction.
 func TestMetricsReference(t *testing.T) {
-	doc, err := os.ReadFile(metricsDoc)
+	checkGenerated(t, metricsDoc, beginMark, endMark, metricsTable(t), "TestMetricsReference")
+}
+
+// checkGenerated compares the part of path between the markers with want,
+// and with -update rewrites it.
+func checkGenerated(t *testing.T, path, begin, end, want, test string) {
+	t.Helper()
+	doc, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	begin, end := strings.Index(string(doc), beginMark), strings.Index(string(doc), endMark)
-	if begin < 0 || end < begin {
-		t.Fatalf("%s lacks the generated table markers", metricsDoc)
+	b, e := strings.Index(string(doc), begin), strings.Index(string(doc), end)
+	if b < 0 || e < b {
+		t.Fatalf("%s lacks the generated section markers %q and %q", path, begin, end)
 	}
-	want := metricsTable(t)
-	got := string(doc[begin+len(beginMark) : end])
+	got := string(doc[b+len(begin) : e])
 	if got == want {
 		return
 	}
 	if *update {
-		out := string(doc[:begin+len(beginMark)]) + want + string(doc[end:])
-		if err := os.WriteFile(metricsDoc, []byte(out), 0o644); err != nil {
+		out := string(doc[:b+len(begin)]) + want + string(doc[e:])
+		if err := os.WriteFile(path, []byte(out), 0o644); err != nil {
 			t.Fatal(err)
 		}
 		return
 	}
-	t.Errorf("%s is out of date with the code; run go test -run TestMetricsReference -update .\n--- doc\n%s\n--- code\n%s", metricsDoc, got, want)
+	t.Errorf("%s is out of date with the code; run go test -run %s -update .\n--- file\n%s\n--- code\n%s", path, test, got, want)
 }
 
 // allDescs gathers the descriptors of everything the binary registers.
@@ -136,25 +142,5 @@ func TestFlagsReference(t *testing.T) {
 		}
 		fmt.Fprintf(&b, "| `%s` | %s | %s |\n", name, def, strings.ReplaceAll(f.Help, "|", `\|`))
 	}
-	want := b.String()
-	doc, err := os.ReadFile(readme)
-	if err != nil {
-		t.Fatal(err)
-	}
-	begin, end := strings.Index(string(doc), flagsBeginMark), strings.Index(string(doc), flagsEndMark)
-	if begin < 0 || end < begin {
-		t.Fatalf("%s lacks the generated flags table markers", readme)
-	}
-	got := string(doc[begin+len(flagsBeginMark) : end])
-	if got == want {
-		return
-	}
-	if *update {
-		out := string(doc[:begin+len(flagsBeginMark)]) + want + string(doc[end:])
-		if err := os.WriteFile(readme, []byte(out), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	t.Errorf("%s's flag table is out of date; run go test -run TestFlagsReference -update .\n--- README\n%s\n--- code\n%s", readme, got, want)
+	checkGenerated(t, readme, flagsBeginMark, flagsEndMark, b.String(), "TestFlagsReference")
 }

@@ -2,6 +2,14 @@
 // Flux CRDs installed and a realistic fleet of Flux objects that keeps
 // changing, for trying the exporter without a cluster.
 //
+// In full mode (the default) it also plays Flux's controllers: for
+// source-controller, kustomize-controller, helm-controller and
+// notification-controller, a Deployment and a Running, Ready Pod in
+// flux-system labelled as Flux's install labels them, whose metrics port is
+// served on 127.0.0.1 by a real controller-runtime manager reconciling that
+// controller's kinds on the sandbox, so the exporter's controller metrics
+// show genuine values that move with the churn.
+//
 // It writes a kubeconfig, prints how to use it, and runs until SIGINT or
 // SIGTERM, then stops the server and removes everything it wrote: its
 // temporary directory, the kubeconfig and the ready file.
@@ -16,8 +24,9 @@
 //	--namespaces N            namespaces to spread them over (5)
 //	--seed N                  seed of the fleet and of its churn (1)
 //	--churn-interval DURATION time between churn ticks (3s); 0 turns churn off
-//	--mode crd|full           crd: CRDs only, starts in about a second (default);
-//	                          full: kube-apiserver with Namespaces and RBAC
+//	--mode full|crd           full: kube-apiserver with Namespaces, RBAC and the
+//	                          stand-in Flux controllers (default);
+//	                          crd: CRDs and Flux objects only, no controllers; starts faster
 //	--listen 127.0.0.1:PORT   API server address (127.0.0.1:16443, fixed so that a
 //	                          kubeconfig stays valid across restarts); host must be 127.0.0.1
 //	--verbose                 debug logs, including the API server's
@@ -30,16 +39,21 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"syscall"
 	"time"
 
+	"k8s.io/client-go/rest"
+
 	"github.com/flux-exporter/flux_exporter/sandbox/apiserver"
 	"github.com/flux-exporter/flux_exporter/sandbox/fleet"
+	"github.com/flux-exporter/flux_exporter/sandbox/standin"
 )
 
 // DefaultListen is a fixed port, so that a kubeconfig stays valid across
@@ -75,7 +89,8 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.IntVar(&c.namespaces, "namespaces", 5, "number of namespaces to spread them over")
 	fs.Int64Var(&c.seed, "seed", 1, "seed of the fleet and its churn")
 	fs.DurationVar(&c.churnInterval, "churn-interval", 3*time.Second, "time between churn ticks; 0 turns churn off")
-	mode := fs.String("mode", string(apiserver.ModeCRD), "API server: crd (CRDs only, fast) or full (kube-apiserver with RBAC)")
+	mode := fs.String("mode", string(apiserver.ModeFull),
+		"API server: full (kube-apiserver with RBAC, plus stand-in Flux controllers whose Deployments, Pods and metrics the exporter reads) or crd (CRDs and Flux objects only, no controllers; starts faster)")
 	fs.StringVar(&c.listen, "listen", DefaultListen, "address of the API server; the host must be 127.0.0.1")
 	fs.BoolVar(&c.verbose, "verbose", false, "debug logs, including the API server's")
 	if err := fs.Parse(args); err != nil {
@@ -167,7 +182,12 @@ func sandbox(ctx context.Context, cfg *config, stdout io.Writer, logger *slog.Lo
 	if err := srv.InstallFluxCRDs(ctx); err != nil {
 		return fmt.Errorf("install Flux CRDs: %w", err)
 	}
-	logger.Info("Flux CRDs installed", "took", time.Since(start).Round(time.Millisecond))
+	// Flux's install labels its CRDs with the release: the exporter's
+	// flux_distribution_info reads it there.
+	if err := standin.LabelCRDs(ctx, srv.RESTConfig(), standin.FluxVersion); err != nil {
+		return err
+	}
+	logger.Info("Flux CRDs installed", "version", standin.FluxVersion, "took", time.Since(start).Round(time.Millisecond))
 
 	f, err := fleet.Generate(fleet.Options{Seed: cfg.seed, Objects: cfg.objects, Namespaces: cfg.namespaces, Now: time.Now()})
 	if err != nil {
@@ -177,6 +197,23 @@ func sandbox(ctx context.Context, cfg *config, stdout io.Writer, logger *slog.Lo
 		return fmt.Errorf("seed the fleet: %w", err)
 	}
 	logger.Info("fleet seeded", "objects", len(f.Objects), "namespaces", len(f.Namespaces), "took", time.Since(start).Round(time.Millisecond))
+
+	var endpoints map[string]string
+	if cfg.mode == apiserver.ModeFull {
+		running, err := startControllers(ctx, srv.RESTConfig())
+		if err != nil {
+			return err
+		}
+		// The managers must stop while the server still answers.
+		defer func() {
+			logger.Info("stopping stand-in Flux controllers")
+			if stopErr := running.Stop(); stopErr != nil {
+				err = errors.Join(err, fmt.Errorf("stop stand-in Flux controllers: %w", stopErr))
+			}
+		}()
+		endpoints = running.Endpoints
+		logger.Info("stand-in Flux controllers running", "version", standin.FluxVersion, "took", time.Since(start).Round(time.Millisecond))
+	}
 
 	if err := srv.WriteKubeconfig(cfg.kubeconfig); err != nil {
 		return err
@@ -202,7 +239,7 @@ func sandbox(ctx context.Context, cfg *config, stdout io.Writer, logger *slog.Lo
 		close(churnDone)
 	}
 
-	printUsage(stdout, cfg, srv, f)
+	printUsage(stdout, cfg, srv, f, endpoints)
 	if cfg.readyFile != "" {
 		if err := os.WriteFile(cfg.readyFile, []byte(cfg.kubeconfig+"\n"), 0o644); err != nil {
 			return fmt.Errorf("write ready file: %w", err)
@@ -215,7 +252,20 @@ func sandbox(ctx context.Context, cfg *config, stdout io.Writer, logger *slog.Lo
 	return nil
 }
 
-func printUsage(w io.Writer, cfg *config, srv *apiserver.Server, f *fleet.Fleet) {
+// startControllers runs the stand-ins of Flux's main controllers.
+func startControllers(ctx context.Context, cfg *rest.Config) (*standin.Running, error) {
+	// Flux controllers talk to the API server at 50 queries per second,
+	// bursting to 300; client-go's default of 5 would keep a fresh fleet's
+	// first reconciles queued for a minute.
+	cfg.QPS, cfg.Burst = 50, 300
+	running, err := standin.Start(ctx, cfg, standin.FluxVersion, standin.FluxControllers())
+	if err != nil {
+		return nil, fmt.Errorf("start stand-in Flux controllers: %w", err)
+	}
+	return running, nil
+}
+
+func printUsage(w io.Writer, cfg *config, srv *apiserver.Server, f *fleet.Fleet, endpoints map[string]string) {
 	churn := "off"
 	if cfg.churnInterval > 0 {
 		churn = "every " + cfg.churnInterval.String()
@@ -226,6 +276,17 @@ func printUsage(w io.Writer, cfg *config, srv *apiserver.Server, f *fleet.Fleet)
 	fmt.Fprintf(w, "\nKubeconfig: %s\n\n", cfg.kubeconfig)
 	fmt.Fprintf(w, "  kubectl --kubeconfig %s get gitrepositories,kustomizations,helmreleases -A\n", cfg.kubeconfig)
 	fmt.Fprintf(w, "  export KUBECONFIG=%s\n\n", cfg.kubeconfig)
+	if len(endpoints) > 0 {
+		fmt.Fprintf(w, "Flux %s controllers (stand-ins: controller-runtime managers reconciling the fleet), in namespace %s:\n\n",
+			standin.FluxVersion, standin.Namespace)
+		fmt.Fprintf(w, "  kubectl --kubeconfig %s -n %s get deployments,pods -o wide\n", cfg.kubeconfig, standin.Namespace)
+		for _, name := range slices.Sorted(maps.Keys(endpoints)) {
+			fmt.Fprintf(w, "  %-24s http://%s/metrics\n", name, endpoints[name])
+		}
+		fmt.Fprintln(w)
+	} else {
+		fmt.Fprintf(w, "CRD mode: no Deployments or Pods, so no Flux controllers; --mode full (the default) runs stand-ins.\n\n")
+	}
 	fmt.Fprintf(w, "Press Ctrl-C to stop; the kubeconfig is removed on exit.\n\n")
 }
 
