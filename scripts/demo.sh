@@ -1,7 +1,18 @@
 #!/usr/bin/env bash
-# make demo: a real API server with a churning Flux fleet, and flux_exporter
-# scraping it. Ctrl-C stops both and removes everything this script made.
+# make demo: a real API server with a churning Flux fleet and stand-in Flux
+# controllers, and flux_exporter scraping both. Ctrl-C stops everything and
+# removes everything this script made.
+#
+# Arguments go to flux-sandbox, e.g. --objects 1000, or --mode crd for a
+# faster start without controllers (see go run ./cmd/flux-sandbox --help in
+# sandbox/).
 set -euo pipefail
+# Started in the background by another script, this one inherits SIGINT
+# ignored, and bash cannot trap a signal ignored on entry: restart with the
+# default restored, so that kill -INT still stops the demo cleanly.
+if [ -n "$(trap -p INT)" ] && [ -z "${FLUX_DEMO_SIGINT:-}" ] && env --default-signal=INT true 2>/dev/null; then
+  FLUX_DEMO_SIGINT=restored exec env --default-signal=INT bash "$0" "$@"
+fi
 cd "$(dirname "$0")/.."
 
 demo_dir=$(mktemp -d -t flux-exporter-demo-XXXXXX)
@@ -48,6 +59,7 @@ cat <<MSG
 
 flux_exporter is scraping the sandbox fleet.
   Metrics:     curl -s http://$listen/metrics | grep ^flux_resource_info
+  Controllers: curl -s http://$listen/metrics | grep -E '^flux_(controller_workqueue_depth|controller_info|distribution_info)'
   Ready:       curl -s http://$listen/-/ready
   Compare:     kubectl --kubeconfig $kubeconfig get gitrepositories,kustomizations,helmreleases -A
   Events:      curl -s -XPOST -H 'Content-Type: application/json' http://$listen/api/v1/events -d '{"involvedObject":{"kind":"Kustomization","namespace":"flux-system","name":"apps"},"severity":"info","reason":"ReconciliationSucceeded","message":"demo","reportingController":"kustomize-controller","timestamp":"2026-01-01T00:00:00Z"}'

@@ -29,10 +29,10 @@ import (
 	basecompat "k8s.io/component-base/compatibility"
 )
 
-// buildMu serialises server construction. Building options and configs
-// touches process-global registries (the default component globals registry,
-// metrics, feature gates) that are not safe for concurrent first use; running
-// servers afterwards is.
+// buildMu serialises building options and configs, which touches
+// process-global registries (the default component globals registry, metrics,
+// feature gates) that are not safe for concurrent first use. Creating the
+// handlers and running the servers afterwards is.
 var buildMu sync.Mutex
 
 // newComponentRegistry gives each server its own version and feature gate
@@ -62,8 +62,9 @@ func (s *Server) buildCRD(ln net.Listener, ca *authority, serving keyPair, etcdU
 		return nil, err
 	}
 
-	// buildMu.Lock()
-	// defer buildMu.Unlock()
+	buildMu.Lock()
+	unlock := sync.OnceFunc(buildMu.Unlock)
+	defer unlock()
 
 	o := crdoptions.NewCustomResourceDefinitionsServerOptions(io.Discard, io.Discard)
 	registry, err := newComponentRegistry()
@@ -132,6 +133,7 @@ func (s *Server) buildCRD(ln net.Listener, ca *authority, serving keyPair, etcdU
 			AuthResolverWrapper:  webhook.NewDefaultAuthenticationInfoResolverWrapper(nil, nil, generic.LoopbackClientConfig, noopoteltrace.NewTracerProvider()),
 		},
 	}
+	unlock()
 	completed := cfg.Complete()
 	// Complete switches discovery off because it expects to sit behind
 	// kube-apiserver; standing alone, kubectl and discovery clients need it.

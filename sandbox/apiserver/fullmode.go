@@ -7,6 +7,7 @@ import (
 	"net"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"sync/atomic"
 
 	"github.com/spf13/pflag"
@@ -72,8 +73,9 @@ func (s *Server) buildFull(ctx context.Context, ln net.Listener, ca *authority, 
 		"--shutdown-watch-termination-grace-period=" + watchDrainPeriod.String(),
 	}
 
-	// buildMu.Lock()
-	// defer buildMu.Unlock()
+	buildMu.Lock()
+	unlock := sync.OnceFunc(buildMu.Unlock)
+	defer unlock()
 
 	o := options.NewServerRunOptions()
 	registry, err := newComponentRegistry()
@@ -117,6 +119,9 @@ func (s *Server) buildFull(ctx context.Context, ln net.Listener, ca *authority, 
 	if err != nil {
 		return nil, fmt.Errorf("complete kube-apiserver config: %w", err)
 	}
+	// The rest builds this server's own handlers and OpenAPI documents, the
+	// slow part (seconds under -race), and may run alongside other servers.
+	unlock()
 	chain, err := app.CreateServerChain(completedConfig)
 	if err != nil {
 		return nil, fmt.Errorf("create kube-apiserver server chain: %w", err)

@@ -82,7 +82,7 @@ type Running struct {
 // ready replica and a Running, Ready Pod whose http-prom port is that
 // metrics port. The manager stops when ctx is done or on Stop, which waits
 // for it; the API objects stay.
-func Start(ctx context.Context, cfg *rest.Config, version string, controllers []Controller) (_ *Running, err error) {
+func Start(ctx context.Context, cfg *rest.Config, version string, controllers []Controller) (running *Running, err error) {
 	kc, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes client: %w", err)
@@ -91,7 +91,7 @@ func Start(ctx context.Context, cfg *rest.Config, version string, controllers []
 	r := &Running{Endpoints: map[string]string{}, stopManager: cancel}
 	defer func() {
 		if err != nil {
-			err = errors.Join(err, r.Stop())
+			err, running = errors.Join(err, r.Stop()), nil
 		}
 	}()
 	var all []Reconciler

@@ -217,7 +217,7 @@ func podSpec(controller, image string, port int32) corev1.PodSpec {
 }
 
 // SetPodStatus writes the status the kubelet would: Running on PodIP, with
-// the Ready condition as given.
+// the Ready condition and the containers' readiness as given.
 func SetPodStatus(ctx context.Context, c kubernetes.Interface, name string, ready bool) error {
 	pods := c.CoreV1().Pods(Namespace)
 	pod, err := pods.Get(ctx, name, metav1.GetOptions{})
@@ -229,12 +229,22 @@ func SetPodStatus(ctx context.Context, c kubernetes.Interface, name string, read
 		status = corev1.ConditionTrue
 	}
 	now := metav1.Now()
+	// kubectl's READY column counts ready containers, not the condition.
+	var containers []corev1.ContainerStatus
+	started := true
+	for _, c := range pod.Spec.Containers {
+		containers = append(containers, corev1.ContainerStatus{
+			Name: c.Name, Image: c.Image, ImageID: c.Image, Ready: ready, Started: &started,
+			State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: now}},
+		})
+	}
 	pod.Status = corev1.PodStatus{
-		Phase:     corev1.PodRunning,
-		HostIP:    PodIP,
-		PodIP:     PodIP,
-		PodIPs:    []corev1.PodIP{{IP: PodIP}},
-		StartTime: &now,
+		ContainerStatuses: containers,
+		Phase:             corev1.PodRunning,
+		HostIP:            PodIP,
+		PodIP:             PodIP,
+		PodIPs:            []corev1.PodIP{{IP: PodIP}},
+		StartTime:         &now,
 		Conditions: []corev1.PodCondition{
 			{Type: corev1.PodScheduled, Status: corev1.ConditionTrue, LastTransitionTime: now},
 			{Type: corev1.ContainersReady, Status: status, LastTransitionTime: now},
