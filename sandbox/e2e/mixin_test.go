@@ -161,8 +161,19 @@ func TestMixinAgainstRealPrometheus(t *testing.T) {
 	rules := loadRules(t)
 	listed := listFluxObjects(t, c)
 	want := expectedAlerts(listed, ch, unsynced, mainInst, restrictedInst, doomedInst)
-	eventually(t, 60*time.Second, func() error { return prom.checkAlerts(rules, want(time.Now())) })
-	phase("exactly the expected alerts are pending or firing")
+	eventually(t, 60*time.Second, func() error {
+		// Until then the override is not proven: without it broken-repo
+		// would not fire either. One scrape and one evaluation later, it must.
+		if time.Since(ch.brokenSince) < fetchFailingThreshold+3*time.Second {
+			return fmt.Errorf("%v has failed for less than the threshold", ch.broken)
+		}
+		return prom.checkAlerts(rules, want(time.Now()))
+	})
+	perAlert := map[string]int{}
+	for k := range want(time.Now()) {
+		perAlert[k.alert]++
+	}
+	phase(fmt.Sprintf("exactly the expected alerts are pending or firing: %v", perAlert))
 
 	t.Run("rules evaluate", func(t *testing.T) { prom.checkRuleHealth(t) })
 	t.Run("alert expressions", func(t *testing.T) { prom.checkAlertExprs(t, rules) })
@@ -449,6 +460,7 @@ func restrictedKubeconfig(t *testing.T, c *cluster) (string, []string) {
 // changes are what happens in the cluster while Prometheus watches.
 type changes struct {
 	broken      objID     // a source that starts failing
+	brokenSince time.Time // its lastTransitionTime
 	newRevision string    // applied by picks.kustomization
 	revisedAt   time.Time // when it was applied
 	releasedAt  time.Time // when picks.release got a new release revision
@@ -462,8 +474,8 @@ type changes struct {
 // request whose signature does not match.
 func makeChanges(t *testing.T, c *cluster, exporterURL string, key []byte, p mixinPicks) changes {
 	t.Helper()
-	now := time.Now().UTC()
-	ch := changes{broken: objID{"GitRepository", "flux-system", standin.FailPrefix + "repo"}, drifted: p.drifting}
+	now := time.Now().UTC().Truncate(time.Second)
+	ch := changes{broken: objID{"GitRepository", "flux-system", standin.FailPrefix + "repo"}, brokenSince: now, drifted: p.drifting}
 	c.apply(t, fmt.Appendf(nil, `
 apiVersion: source.toolkit.fluxcd.io/v1
 kind: GitRepository
@@ -668,7 +680,7 @@ func expectedAlerts(listed map[string][]unstructured.Unstructured, ch changes, u
 			// broken-repo fails each reconciliation the requests ask for,
 			// half of source-controller's work.
 			{alert: "FluxControllerReconcileErrors", instance: mainInst, controller: "source-controller"}: true,
-			{alert: "FluxExporterDown", instance: doomedInst}: true,
+			{alert: "FluxExporterDown", instance: doomedInst}:                                             true,
 			// The forged event.
 			{alert: "FluxEventsRejected", instance: mainInst, code: "401"}: true,
 			// From its DriftDetected event; only the main replica has the webhook.
@@ -846,9 +858,9 @@ func (p *prometheusServer) checkAlertExprs(t *testing.T, rules ruleFile) {
 // Dashboards.
 
 type dashboard struct {
-	UID        string
-	Title      string
-	Templating struct{ List []dashVar }
+	UID         string
+	Title       string
+	Templating  struct{ List []dashVar }
 	Annotations struct {
 		List []struct {
 			Name, Expr, Step string
