@@ -139,7 +139,7 @@ func run(args []string) int {
 		logger.Error("Cannot read CustomResourceDefinitions", "err", err)
 		return 1
 	}
-	watcher, err := kube.NewWatcher(dyn, kube.WatcherOptions{
+	watcher, err := kube.NewWatcher(cfg, kube.WatcherOptions{
 		Namespaces:        splitList(*c.namespaces),
 		ExcludeNamespaces: splitList(*c.excludeNS),
 		Transform:         collector.Decode,

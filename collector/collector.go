@@ -65,11 +65,13 @@ func register(name string, defaultEnabled bool, f Factory) {
 	registry[name] = &registration{factory: f, enabled: &enabled}
 }
 
-// RegisterFlags adds a --[no-]collector.<name> flag per collector.
+// RegisterFlags adds a --[no-]collector.<name> flag per collector, in name
+// order so that --help reads the same every time.
 func RegisterFlags(app *kingpin.Application) {
-	registryMu.Lock()
-	defer registryMu.Unlock()
-	for name, r := range registry {
+	for _, name := range Names() {
+		registryMu.Lock()
+		r := registry[name]
+		registryMu.Unlock()
 		def := "disabled"
 		if *r.enabled {
 			def = "enabled"

@@ -53,7 +53,7 @@ var (
 	kindSyncedDesc = prometheus.NewDesc(prometheus.BuildFQName(namespace, "exporter", "kind_synced"),
 		"Whether the kind's cache has completed its first list (1) or not (0); an unsynced kind reports no objects.", []string{"kind"}, nil)
 	watchErrorsDesc = prometheus.NewDesc(prometheus.BuildFQName(namespace, "exporter", "watch_errors_total"),
-		"Failed list or watch calls for the kind; the cache keeps serving the last known objects while it retries.", []string{"kind"}, nil)
+		"Failed list or watch requests for the kind (connection errors and HTTP errors); the cache keeps serving the last known objects while client-go retries.", []string{"kind"}, nil)
 	objectErrorsDesc = prometheus.NewDesc(prometheus.BuildFQName(namespace, "exporter", "object_errors_total"),
 		"Fields of the kind's objects that were present but could not be read (wrong type or format); the rest of each object is still reported.", []string{"kind"}, nil)
 )

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"slices"
 	"sort"
 	"strings"
@@ -18,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/version"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/dynamic/dynamicinformer"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 )
 
@@ -81,6 +83,7 @@ type Watcher struct {
 
 type kindWatch struct {
 	kind         Kind
+	failing      atomic.Bool
 	informers    []cache.SharedIndexInformer
 	stop         context.CancelFunc
 	watchErrors  atomic.Uint64
@@ -97,8 +100,8 @@ type crdRecord struct {
 
 func (r *crdRecord) GetObjectMeta() metav1.Object { return &metav1.ObjectMeta{Name: r.name} }
 
-// NewWatcher builds a Watcher; Run starts it.
-func NewWatcher(client dynamic.Interface, opts WatcherOptions) (*Watcher, error) {
+// NewWatcher builds a Watcher on its own client; Run starts it.
+func NewWatcher(cfg *rest.Config, opts WatcherOptions) (*Watcher, error) {
 	if opts.Transform == nil {
 		return nil, fmt.Errorf("kube: WatcherOptions.Transform is required")
 	}
@@ -108,7 +111,14 @@ func NewWatcher(client dynamic.Interface, opts WatcherOptions) (*Watcher, error)
 	if err := ValidateNamespaces(opts.Namespaces, opts.ExcludeNamespaces); err != nil {
 		return nil, err
 	}
-	w := &Watcher{client: client, opts: opts, log: opts.Logger, kinds: map[string]*kindWatch{}}
+	w := &Watcher{opts: opts, log: opts.Logger, kinds: map[string]*kindWatch{}}
+	cfg = rest.CopyConfig(cfg)
+	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper { return &failureCounter{next: rt, w: w} })
+	client, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("dynamic client: %w", err)
+	}
+	w.client = client
 	w.crds = dynamicinformer.NewFilteredDynamicInformer(client, crdGVR, metav1.NamespaceAll, 0, cache.Indexers{}, nil).Informer()
 	if err := w.crds.SetTransform(transformCRD); err != nil {
 		return nil, fmt.Errorf("set CRD transform: %w", err)
@@ -274,8 +284,9 @@ func (w *Watcher) start(k Kind) (*kindWatch, error) {
 			cancel()
 			return nil, fmt.Errorf("set transform: %w", err)
 		}
+		// Failures are counted by failureCounter, which also sees the ones
+		// client-go retries without calling this handler.
 		if err := inf.SetWatchErrorHandler(func(_ *cache.Reflector, err error) {
-			kw.watchErrors.Add(1)
 			w.log.Warn("Watch failed; serving the cached objects while retrying", "kind", k.Kind, "namespace", ns, "err", err)
 		}); err != nil {
 			cancel()
@@ -385,4 +396,57 @@ func (w *Watcher) FluxVersion() string {
 		}
 	}
 	return ""
+}
+
+// failureCounter counts every failed list or watch request against its kind.
+// client-go retries refused connections and 429s inside the reflector
+// without calling the watch error handler, so an API server outage would
+// otherwise show no errors at all; the transport sees every attempt.
+type failureCounter struct {
+	next http.RoundTripper
+	w    *Watcher
+}
+
+func (f *failureCounter) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := f.next.RoundTrip(req)
+	// 410 Gone is the normal end of an expired watch, not a failure.
+	failed := err != nil || (resp.StatusCode >= 400 && resp.StatusCode != http.StatusGone)
+	if kw := f.w.kindOfPath(req.URL.Path); kw != nil {
+		switch {
+		case failed && !kw.failing.Swap(true):
+			reason := fmt.Sprint(err)
+			if err == nil {
+				reason = resp.Status
+			}
+			f.w.log.Warn("Requests for a Flux kind are failing; serving the cached objects while client-go retries",
+				"kind", kw.kind.Kind, "err", reason)
+		case !failed && kw.failing.Swap(false):
+			f.w.log.Info("Requests for a Flux kind succeed again", "kind", kw.kind.Kind)
+		}
+		if failed {
+			kw.watchErrors.Add(1)
+		}
+	}
+	return resp, err
+}
+
+// kindOfPath maps /apis/<group>/<version>[/namespaces/<ns>]/<resource> to
+// its watched kind.
+func (w *Watcher) kindOfPath(path string) *kindWatch {
+	parts := strings.Split(strings.Trim(path, "/"), "/")
+	if len(parts) < 4 || parts[0] != "apis" {
+		return nil
+	}
+	group, rest := parts[1], parts[3:]
+	if rest[0] == "namespaces" && len(rest) >= 3 {
+		rest = rest[2:]
+	}
+	w.mu.RLock()
+	defer w.mu.RUnlock()
+	for _, kw := range w.kinds {
+		if kw.kind.Group == group && kw.kind.Resource == rest[0] {
+			return kw
+		}
+	}
+	return nil
 }

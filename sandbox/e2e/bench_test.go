@@ -65,7 +65,7 @@ func BenchmarkCollect(b *testing.B) {
 	defer cancel()
 
 	before := heapAfterGC()
-	w, err := kube.NewWatcher(c.dyn, kube.WatcherOptions{Transform: collector.Decode})
+	w, err := kube.NewWatcher(c.srv.RESTConfig(), kube.WatcherOptions{Transform: collector.Decode})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -90,7 +90,10 @@ type exporter struct {
 	cmd  *exec.Cmd
 	logs *syncBuffer
 	url  string
-	done chan error
+	// exited is closed once the process has been waited for; err and
+	// cmd.ProcessState are safe to read after that.
+	exited chan struct{}
+	err    error
 }
 
 // startExporter runs flux_exporter against the kubeconfig and waits until
@@ -101,8 +104,8 @@ func startExporter(t testing.TB, kubeconfig string, args ...string) *exporter {
 	deadline := time.Now().Add(30 * time.Second)
 	for e.url == "" {
 		select {
-		case err := <-e.done:
-			t.Fatalf("flux_exporter exited early (%v):\n%s", err, e.logs)
+		case <-e.exited:
+			t.Fatalf("flux_exporter exited early (%v):\n%s", e.err, e.logs)
 		case <-time.After(50 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
@@ -124,13 +127,16 @@ func startExporter(t testing.TB, kubeconfig string, args ...string) *exporter {
 // runExporter starts the binary with exactly these arguments.
 func runExporter(t testing.TB, args ...string) *exporter {
 	t.Helper()
-	e := &exporter{t: t, logs: &syncBuffer{}, done: make(chan error, 1)}
+	e := &exporter{t: t, logs: &syncBuffer{}, exited: make(chan struct{})}
 	e.cmd = exec.Command(exporterBin, args...)
 	e.cmd.Stdout, e.cmd.Stderr = e.logs, e.logs
 	if err := e.cmd.Start(); err != nil {
 		t.Fatalf("start flux_exporter: %v", err)
 	}
-	go func() { e.done <- e.cmd.Wait() }()
+	go func() {
+		e.err = e.cmd.Wait()
+		close(e.exited)
+	}()
 	return e
 }
 
@@ -138,7 +144,7 @@ func runExporter(t testing.TB, args ...string) *exporter {
 func (e *exporter) wait(limit time.Duration) int {
 	e.t.Helper()
 	select {
-	case <-e.done:
+	case <-e.exited:
 		return e.cmd.ProcessState.ExitCode()
 	case <-time.After(limit):
 		_ = e.cmd.Process.Kill()
@@ -148,12 +154,19 @@ func (e *exporter) wait(limit time.Duration) int {
 }
 
 func (e *exporter) stop() {
-	if e.cmd.ProcessState != nil {
+	select {
+	case <-e.exited:
 		return
+	default:
 	}
 	_ = e.cmd.Process.Signal(syscall.SIGTERM)
 	select {
-	case <-e.done:
+	case <-e.exited:
+		// A graceful shutdown exits 0; a start-up failure a test provoked
+		// on purpose has already been waited for and returned above.
+		if code := e.cmd.ProcessState.ExitCode(); code != 0 || !strings.Contains(e.logs.String(), "Shut down cleanly") {
+			e.t.Errorf("flux_exporter did not shut down cleanly on SIGTERM (exit %d):\n%s", code, e.logs)
+		}
 	case <-time.After(15 * time.Second):
 		_ = e.cmd.Process.Kill()
 		e.t.Errorf("flux_exporter ignored SIGTERM for 15s:\n%s", e.logs)

@@ -85,7 +85,7 @@ func runGolden(t *testing.T, c *cluster, ns, path string) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	w, err := kube.NewWatcher(c.dyn, kube.WatcherOptions{Namespaces: []string{ns}, Transform: collector.Decode})
+	w, err := kube.NewWatcher(c.srv.RESTConfig(), kube.WatcherOptions{Namespaces: []string{ns}, Transform: collector.Decode})
 	if err != nil {
 		t.Fatal(err)
 	}
