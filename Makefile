@@ -4,7 +4,7 @@ BIN       := $(CURDIR)/.bin
 PROMTOOL  ?= promtool
 export GOTOOLCHAIN := local
 
-.PHONY: all build test test-unit test-e2e test-race-harness fuzz lint vet fmt checkrules checkmetrics \
+.PHONY: all build test check-tools test-unit test-e2e test-race-harness fuzz lint vet fmt checkrules checkmetrics \
         lint-dashboards bench demo tools clean deploy-generate image-binary
 
 all: lint test build
@@ -14,7 +14,13 @@ build: $(BIN)/promu
 	$(BIN)/promu build --prefix $(CURDIR)
 
 ## test: everything CI runs: unit, fuzz seeds, harness under -race, end to end, rules, dashboards.
-test: fmt vet test-unit fuzz checkrules lint-dashboards test-race-harness test-e2e
+test: check-tools fmt vet test-unit fuzz checkrules lint-dashboards test-race-harness test-e2e
+
+## check-tools: the programs the tests run that Go does not build.
+check-tools:
+	@command -v $(PROMTOOL) >/dev/null || { echo "promtool not found: apt-get install prometheus (Debian's package), or run .ci/run, which installs it"; exit 1; }
+	@command -v prometheus >/dev/null || { echo "prometheus not found: apt-get install prometheus (Debian's package), or run .ci/run, which installs it"; exit 1; }
+	@command -v kubectl >/dev/null || { echo "kubectl not found: install kubectl 1.32+, or run .ci/run, which builds it"; exit 1; }
 
 test-unit:
 	$(GO) test -race -count=1 ./...
