@@ -41,7 +41,22 @@ type Options struct {
 // NewMux builds the exporter's HTTP routes.
 func NewMux(o Options) (*http.ServeMux, error) {
 	mux := http.NewServeMux()
+	// The limit lives here, not in promhttp: a promhttp handler is built per
+	// scrape to bind that scrape's context, so its own limit would never bite.
+	var inFlight chan struct{}
+	if o.MaxRequests > 0 {
+		inFlight = make(chan struct{}, o.MaxRequests)
+	}
 	var metrics http.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if inFlight != nil {
+			select {
+			case inFlight <- struct{}{}:
+				defer func() { <-inFlight }()
+			default:
+				http.Error(w, fmt.Sprintf("Limit of %d concurrent scrapes reached (--web.max-requests); try again later.", o.MaxRequests), http.StatusServiceUnavailable)
+				return
+			}
+		}
 		ctx, cancel := scrapeContext(r, o.TimeoutOffset)
 		defer cancel()
 		reg := prometheus.NewRegistry()
@@ -50,9 +65,8 @@ func NewMux(o Options) (*http.ServeMux, error) {
 			return
 		}
 		promhttp.HandlerFor(prometheus.Gatherers{o.Static, reg}, promhttp.HandlerOpts{
-			ErrorLog:            slog.NewLogLogger(o.Logger.Handler(), slog.LevelError),
-			ErrorHandling:       promhttp.ContinueOnError,
-			MaxRequestsInFlight: o.MaxRequests,
+			ErrorLog:      slog.NewLogLogger(o.Logger.Handler(), slog.LevelError),
+			ErrorHandling: promhttp.ContinueOnError,
 		}).ServeHTTP(w, r)
 	})
 	if o.Instrument != nil {
