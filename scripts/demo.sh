@@ -29,7 +29,9 @@ cleanup() {
   rm -rf "$demo_dir"
   echo "Demo stopped; nothing left behind."
 }
-trap cleanup INT TERM EXIT
+trap cleanup EXIT
+# Ctrl-C is how the demo is meant to end, so it is a clean exit, not 130.
+trap 'cleanup; exit 0' INT TERM
 
 echo "Building flux-sandbox and flux_exporter (the first build takes a few minutes)..."
 (cd sandbox && go build -o "$demo_dir/flux-sandbox" ./cmd/flux-sandbox)
