@@ -36,9 +36,6 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
-	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/config"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/yaml"
 
@@ -367,27 +364,16 @@ func startMixinControllers(t *testing.T, c *cluster, kc kubernetes.Interface) {
 // so the work queue depth and longest-running processor are genuine.
 func runStuckManager(t *testing.T, cfg *rest.Config, r standin.Reconciler) {
 	t.Helper()
-	skip := true
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
-		Metrics:                metricsserver.Options{BindAddress: "0"},
-		HealthProbeBindAddress: "0",
-		Controller:             config.Controller{SkipNameValidation: &skip},
-	})
-	if err != nil {
-		t.Fatalf("create manager: %v", err)
-	}
-	obj := &unstructured.Unstructured{}
-	obj.SetGroupVersionKind(r.GVK)
-	hang := reconcile.Func(func(ctx context.Context, _ reconcile.Request) (reconcile.Result, error) {
+	r.Reconcile = func(ctx context.Context, _ reconcile.Request) (reconcile.Result, error) {
 		<-ctx.Done()
 		return reconcile.Result{}, nil
-	})
-	if err := ctrl.NewControllerManagedBy(mgr).Named(r.Name).For(obj).Complete(hang); err != nil {
-		t.Fatalf("add reconciler %s: %v", r.Name, err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- mgr.Start(ctx) }()
+	done, err := standin.RunManager(ctx, cfg, r)
+	if err != nil {
+		cancel()
+		t.Fatalf("start stuck manager: %v", err)
+	}
 	t.Cleanup(func() {
 		cancel()
 		select {

@@ -36,6 +36,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 )
 
 const (
@@ -54,6 +55,9 @@ type Reconciler struct {
 	// from the kind: "gitrepository".
 	Name string
 	GVK  schema.GroupVersionKind
+	// Reconcile replaces the stand-in reconcile when set, for tests that
+	// need a controller to misbehave (hang, fail).
+	Reconcile reconcile.Func
 }
 
 // reconcileDuration mirrors the histogram of fluxcd/pkg/runtime/metrics,
@@ -91,7 +95,10 @@ func RunManager(ctx context.Context, cfg *rest.Config, reconcilers ...Reconciler
 	for _, r := range reconcilers {
 		obj := &unstructured.Unstructured{}
 		obj.SetGroupVersionKind(r.GVK)
-		rec := &reconciler{client: mgr.GetClient(), gvk: r.GVK}
+		var rec reconcile.Reconciler = &reconciler{client: mgr.GetClient(), gvk: r.GVK}
+		if r.Reconcile != nil {
+			rec = r.Reconcile
+		}
 		if err := ctrl.NewControllerManagedBy(mgr).Named(r.Name).For(obj).Complete(rec); err != nil {
 			return nil, fmt.Errorf("add reconciler %s: %w", r.Name, err)
 		}
