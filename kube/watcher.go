@@ -390,12 +390,25 @@ func (w *Watcher) watches(namespace string) bool {
 // FluxVersion is the distribution version read from the Flux CRDs' labels,
 // or "" when none carries it.
 func (w *Watcher) FluxVersion() string {
-	for _, s := range w.State() {
-		if s.Kind.FluxVersion != "" {
-			return s.Kind.FluxVersion
+	// Read the kinds, not State(): that copies every cached record, and
+	// the controllers collector asks on every scrape.
+	w.mu.RLock()
+	defer w.mu.RUnlock()
+	var first *Kind
+	for _, kw := range w.kinds {
+		k := kw.kind
+		if k.FluxVersion == "" {
+			continue
+		}
+		// The same choice as the first labelled kind in State's order.
+		if first == nil || k.Kind < first.Kind || (k.Kind == first.Kind && k.Group < first.Group) {
+			first = &k
 		}
 	}
-	return ""
+	if first == nil {
+		return ""
+	}
+	return first.FluxVersion
 }
 
 // failureCounter counts every failed list or watch request against its kind.
