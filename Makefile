@@ -35,7 +35,7 @@ test-race-harness:
 	cd sandbox && $(GO) test -race -count=1 ./apiserver/
 
 ## test-e2e: the sandbox module: fleet, sandbox command and end-to-end tests against real API servers.
-test-e2e: $(BIN)/helm
+test-e2e: $(BIN)/helm $(BIN)/flux
 	cd sandbox && PATH="$(BIN):$$PATH" $(GO) test -count=1 -timeout 30m ./...
 
 vet:
@@ -67,7 +67,7 @@ bench:
 demo:
 	./scripts/demo.sh
 
-tools: $(BIN)/promu $(BIN)/helm $(BIN)/dashboard-linter
+tools: $(BIN)/promu $(BIN)/helm $(BIN)/flux $(BIN)/dashboard-linter
 
 $(BIN)/promu: tools/promu/go.mod
 	cd tools/promu && $(GO) build -o $@ github.com/prometheus/promu
@@ -83,6 +83,12 @@ HELM_LDFLAGS   = -X helm.sh/helm/v3/internal/version.version=$(HELM_VERSION) \
 
 $(BIN)/helm: tools/helm/go.mod
 	cd tools/helm && $(GO) build -ldflags "$(HELM_LDFLAGS)" -o $@ helm.sh/helm/v3/cmd/helm
+
+# The flux CLI, for comparing `flux get` and `flux stats` with the exporter.
+# Its module zip lacks the manifests cmd/flux embeds; the script builds a copy
+# with a placeholder (tools/flux/README.md).
+$(BIN)/flux: tools/flux/go.mod tools/flux/build.sh
+	GO="$(GO)" sh tools/flux/build.sh $@
 
 ## deploy-generate: kustomize inputs derived from alerts/ and dashboards/ (gitignored).
 deploy-generate:
