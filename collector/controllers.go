@@ -7,8 +7,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
+	"math"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -133,12 +136,18 @@ var podFamilies = []podFamily{
 // reconcileDuration re-exports gotk_reconcile_duration_seconds, which Flux
 // controllers keep per object, as one summary per kind: the _sum and _count
 // added up over objects, with no quantiles. The per-object view is already
-// in the flux_resource_* families; this keeps the series count flat.
+// in the flux_resource_* families; this keeps the series count flat. Flux
+// deletes an object's series with the object, so the exporter keeps what
+// it last saw of each series (see durationAccount) for the totals to stay
+// counters that rate() reads without false resets.
 var reconcileDurationDesc = prometheus.NewDesc(prometheus.BuildFQName(namespace, "controller", "reconcile_duration_seconds"),
-	"Time the controller spent reconciling objects of the kind, in seconds: a summary without quantiles whose _sum and _count add up Flux's per-object gotk_reconcile_duration_seconds. They drop when an object is deleted, which rate() reads as a counter reset.",
+	"Time the controller spent reconciling objects of the kind, in seconds: a summary without quantiles whose _sum and _count add up Flux's per-object gotk_reconcile_duration_seconds, keeping the last values the exporter saw of objects deleted since, so they never decrease while the controller process runs. They start over when the pod's process_start_time_seconds changes (the process restarted, as its own counters do) and when the exporter restarts.",
 	[]string{"controller", "pod", "kind"}, nil)
 
-const reconcileDurationSource = "gotk_reconcile_duration_seconds"
+const (
+	reconcileDurationSource = "gotk_reconcile_duration_seconds"
+	processStartSource      = "process_start_time_seconds"
+)
 
 func init() {
 	register("controllers", true, func(d Deps) (Collector, error) {
@@ -170,6 +179,9 @@ type Controllers struct {
 	timeout     time.Duration
 	log         *slog.Logger
 	client      *http.Client
+	// durations carries the reconcile-duration totals of each pod from one
+	// scrape to the next.
+	durations durationBook
 }
 
 var _ Collector = (*Controllers)(nil)
@@ -206,8 +218,12 @@ func (c *Controllers) Update(ctx context.Context, ch chan<- prometheus.Metric) e
 	}
 	ch <- prometheus.MustNewConstMetric(distributionInfoDesc, prometheus.GaugeValue, 1, c.distributionVersion(deployments))
 
+	listed := c.state.Pods()
+	// Taken with the listing, so that a scrape running beside this one
+	// cannot forget an account this one is about to fold into.
+	accounts := c.durations.sync(listed)
 	var pods []kube.Pod
-	for _, p := range c.state.Pods() {
+	for _, p := range listed {
 		if p.Scrapable() {
 			pods = append(pods, p)
 		}
@@ -228,8 +244,20 @@ func (c *Controllers) Update(ctx context.Context, ch chan<- prometheus.Metric) e
 				results[i] = podResult{err: fmt.Errorf("not started before the deadline: %w", ctx.Err())}
 				return
 			}
+			// One scrape of the pod at a time, from fetch to fold:
+			// overlapping scrapes could otherwise fold an older page after a
+			// newer one, and counts that seem to go back read as deleted
+			// objects. The wait is not part of the pod's scrape duration.
+			acct := accounts[podKey(p)]
+			select {
+			case acct.turn <- struct{}{}:
+				defer func() { <-acct.turn }()
+			case <-ctx.Done():
+				results[i] = podResult{err: fmt.Errorf("wait for another scrape of the pod: %w", ctx.Err())}
+				return
+			}
 			start := time.Now()
-			metrics, err := c.scrapePod(ctx, p)
+			metrics, err := c.scrapePod(ctx, p, &acct.durationAccount)
 			results[i] = podResult{metrics: metrics, err: err, duration: time.Since(start)}
 		}()
 	}
@@ -287,8 +315,9 @@ func podAddress(p kube.Pod) string {
 
 // scrapePod fetches, parses and re-labels one pod's metrics. Any problem
 // with the response fails the whole pod, so that a partial page never
-// passes for a complete one.
-func (c *Controllers) scrapePod(ctx context.Context, p kube.Pod) ([]prometheus.Metric, error) {
+// passes for a complete one; a failed pod leaves its account as it was.
+// The caller holds the pod's turn.
+func (c *Controllers) scrapePod(ctx context.Context, p kube.Pod, acct *durationAccount) ([]prometheus.Metric, error) {
 	fams, err := c.fetch(ctx, p)
 	if err != nil {
 		return nil, err
@@ -301,11 +330,27 @@ func (c *Controllers) scrapePod(ctx context.Context, p kube.Pod) ([]prometheus.M
 		}
 		out = append(out, ms...)
 	}
-	ms, err := exportReconcileDuration(fams[reconcileDurationSource], p)
+	page, err := readDurations(fams)
 	if err != nil {
 		return nil, err
 	}
-	return append(out, ms...), nil
+	if acct.restartedBy(page) {
+		c.log.Info("Flux controller process restarted; its reconcile duration totals start over",
+			"controller", p.Controller, "pod", p.Name, "process_start_time_seconds", page.start)
+	}
+	var errs []error
+	for _, k := range acct.fold(page) {
+		m, err := prometheus.NewConstSummary(reconcileDurationDesc, k.count, k.sum, nil, p.Controller, p.Name, k.kind)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		out = append(out, m)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("re-export %s: %w", reconcileDurationSource, err)
+	}
+	return out, nil
 }
 
 func (c *Controllers) fetch(ctx context.Context, p kube.Pod) (map[string]*dto.MetricFamily, error) {
@@ -362,34 +407,204 @@ func (f podFamily) export(fam *dto.MetricFamily, p kube.Pod) ([]prometheus.Metri
 		for _, l := range f.labels {
 			key = append(key, have[l[1]])
 		}
-		merged.add(key, v, 0, f.merge)
+		merged.add(key, v, f.merge)
 	}
 	return merged.metrics(func(lv []string, s series) (prometheus.Metric, error) {
 		return prometheus.NewConstMetric(f.desc, f.typ, s.value, lv...)
 	})
 }
 
-func exportReconcileDuration(fam *dto.MetricFamily, p kube.Pod) ([]prometheus.Metric, error) {
-	if fam == nil {
-		return nil, nil
+// durationBook holds the reconcile-duration account of each controller pod
+// the cache lists, by namespace and name. Its zero value is ready to use.
+type durationBook struct {
+	mu   sync.Mutex
+	pods map[string]*podAccount
+}
+
+// podAccount is one pod's account. turn admits one scrape of the pod at a
+// time; the account is read and written only while holding it.
+type podAccount struct {
+	turn chan struct{}
+	durationAccount
+}
+
+func podKey(p kube.Pod) string { return p.Namespace + "/" + p.Name }
+
+// sync forgets the accounts of pods the cache no longer lists, since their
+// series end with them and memory stays bounded by the live pods, and
+// returns the accounts of the listed ones, opening one for a pod not seen
+// before: a new pod is a new series, whose totals start from its own page.
+// A pod that is only unready keeps its account, so that its totals do not
+// start over when it turns ready again.
+func (b *durationBook) sync(listed []kube.Pod) map[string]*podAccount {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := make(map[string]*podAccount, len(listed))
+	for _, p := range listed {
+		k := podKey(p)
+		a, ok := b.pods[k]
+		if !ok {
+			a = &podAccount{turn: make(chan struct{}, 1)}
+		}
+		out[k] = a
 	}
-	merged := newSeriesSet()
+	// Never changed once handed out: the next sync builds a new map.
+	b.pods = out
+	return out
+}
+
+// durationTotal is a _sum and _count pair.
+type durationTotal struct {
+	sum   float64
+	count uint64
+}
+
+func (t durationTotal) add(o durationTotal) durationTotal {
+	return durationTotal{sum: t.sum + o.sum, count: t.count + o.count}
+}
+
+// objectDurations is one source series: an object's, in Flux.
+type objectDurations struct {
+	kind string
+	durationTotal
+}
+
+// kindDurations is the exported total of one kind.
+type kindDurations struct {
+	kind string
+	durationTotal
+}
+
+// durationPage is what one page of a pod says about reconcile durations.
+type durationPage struct {
+	// start is the page's process_start_time_seconds, if hasStart.
+	start    float64
+	hasStart bool
+	// series are the source series keyed by all their labels.
+	series map[string]objectDurations
+}
+
+// readDurations takes the source series and the process start time from a
+// parsed page. The source may be a histogram, as Flux's is, or a summary.
+func readDurations(fams map[string]*dto.MetricFamily) (durationPage, error) {
+	page := durationPage{series: map[string]objectDurations{}}
+	if ms := fams[processStartSource].GetMetric(); len(ms) == 1 {
+		v, ok := scalar(ms[0])
+		// NaN would differ from itself and read as a restart on every page.
+		page.start, page.hasStart = v, ok && !math.IsNaN(v)
+	}
+	fam := fams[reconcileDurationSource]
 	for _, m := range fam.GetMetric() {
-		var sum float64
-		var count uint64
+		var d durationTotal
 		switch {
 		case m.Histogram != nil:
-			sum, count = m.GetHistogram().GetSampleSum(), m.GetHistogram().GetSampleCount()
+			d = durationTotal{sum: m.GetHistogram().GetSampleSum(), count: m.GetHistogram().GetSampleCount()}
 		case m.Summary != nil:
-			sum, count = m.GetSummary().GetSampleSum(), m.GetSummary().GetSampleCount()
+			d = durationTotal{sum: m.GetSummary().GetSampleSum(), count: m.GetSummary().GetSampleCount()}
 		default:
-			return nil, fmt.Errorf("%s has type %s, not a histogram or summary", reconcileDurationSource, fam.GetType())
+			return durationPage{}, fmt.Errorf("%s has type %s, not a histogram or summary", reconcileDurationSource, fam.GetType())
 		}
-		merged.add([]string{p.Controller, p.Name, labelMap(m)["kind"]}, sum, count, addValues)
+		key := sourceKey(m)
+		s := page.series[key]
+		s.kind = labelMap(m)["kind"]
+		s.durationTotal = s.durationTotal.add(d)
+		page.series[key] = s
 	}
-	return merged.metrics(func(lv []string, s series) (prometheus.Metric, error) {
-		return prometheus.NewConstSummary(reconcileDurationDesc, s.count, s.value, nil, lv...)
-	})
+	return page, nil
+}
+
+// sourceKey names a source series by all its labels, in name order.
+func sourceKey(m *dto.Metric) string {
+	pairs := make([]string, 0, len(m.GetLabel()))
+	for _, lp := range m.GetLabel() {
+		// A label value cannot hold \xff in valid UTF-8, so it separates safely.
+		pairs = append(pairs, lp.GetName()+"\xff"+lp.GetValue())
+	}
+	slices.Sort(pairs)
+	return strings.Join(pairs, "\xff")
+}
+
+// durationAccount turns a pod's per-object reconcile durations, whose
+// series Flux deletes with their objects, into per-kind totals that only
+// grow while the pod's process runs. The rule:
+//
+//   - a series on the page counts with its values on the page;
+//   - a series seen before that is gone from the page (its object was
+//     deleted), or whose count or sum went back (its object was deleted and
+//     re-created under the same name between two scrapes, and the new
+//     series began from zero), leaves its last seen values in the kind's
+//     retained total;
+//   - when the page's process_start_time_seconds differs from the last one
+//     seen, the process restarted: its own counters, the other
+//     flux_controller_* counters of the pod among them, began again from
+//     zero, so the account does too, and rate() reads one true reset. A
+//     page without a start time cannot tell a restart from re-created
+//     objects; its series that went back are then retained one by one,
+//     which keeps the totals growing and true to what was observed.
+//
+// One series going back is not taken for a restart: re-creating an object
+// does that too, and starting the whole pod over would make rate() read
+// every reconcile the pod ever did as new, the very spike this avoids.
+//
+// Observations of an object after the pod's last scrape and before its
+// deletion were never seen and are not counted.
+type durationAccount struct {
+	start    float64
+	hasStart bool
+	// live holds the last values seen of each source series.
+	live map[string]objectDurations
+	// retained adds up, per kind, the last values of series gone since.
+	retained map[string]durationTotal
+	// exported is the last total exported per kind. A series moving from
+	// live to retained adds the same numbers in another order, and the
+	// float sum may come out an ulp lower; rate() would read that as a
+	// reset, so an exported sum never goes below the last one.
+	exported map[string]durationTotal
+}
+
+// restartedBy tells whether the page comes from another process than the
+// last page that had a start time. The start time is fixed for the life of
+// a process, so any change means a new one.
+func (a *durationAccount) restartedBy(page durationPage) bool {
+	return page.hasStart && a.hasStart && page.start != a.start
+}
+
+// fold takes the pod's next page into the account and returns the totals
+// to export, by kind in name order. A kind stays while any of its objects
+// has been seen, even when none is left.
+func (a *durationAccount) fold(page durationPage) []kindDurations {
+	if a.restartedBy(page) {
+		*a = durationAccount{}
+	}
+	if page.hasStart {
+		a.start, a.hasStart = page.start, true
+	}
+	if a.retained == nil {
+		a.retained = map[string]durationTotal{}
+		a.exported = map[string]durationTotal{}
+	}
+	for key, last := range a.live {
+		now, ok := page.series[key]
+		if !ok || now.count < last.count || now.sum < last.sum {
+			a.retained[last.kind] = a.retained[last.kind].add(last.durationTotal)
+		}
+	}
+	a.live = page.series
+
+	totals := maps.Clone(a.retained)
+	// In key order, so that the same page adds up to the same sum.
+	for _, key := range slices.Sorted(maps.Keys(a.live)) {
+		s := a.live[key]
+		totals[s.kind] = totals[s.kind].add(s.durationTotal)
+	}
+	out := make([]kindDurations, 0, len(totals))
+	for _, kind := range slices.Sorted(maps.Keys(totals)) {
+		t := totals[kind]
+		t.sum = max(t.sum, a.exported[kind].sum)
+		a.exported[kind] = t
+		out = append(out, kindDurations{kind: kind, durationTotal: t})
+	}
+	return out
 }
 
 // seriesSet merges series by their exported label values, keeping the
@@ -401,7 +616,6 @@ type seriesSet struct {
 
 type series struct {
 	value float64
-	count uint64
 }
 
 type seriesEntry struct {
@@ -411,17 +625,16 @@ type seriesEntry struct {
 
 func newSeriesSet() *seriesSet { return &seriesSet{byKey: map[string]*seriesEntry{}} }
 
-func (s *seriesSet) add(labels []string, value float64, count uint64, merge func(a, b float64) float64) {
+func (s *seriesSet) add(labels []string, value float64, merge func(a, b float64) float64) {
 	// A label value cannot hold \xff in valid UTF-8, so it separates safely.
 	key := strings.Join(labels, "\xff")
 	e, ok := s.byKey[key]
 	if !ok {
-		s.byKey[key] = &seriesEntry{labels: labels, series: series{value: value, count: count}}
+		s.byKey[key] = &seriesEntry{labels: labels, series: series{value: value}}
 		s.order = append(s.order, key)
 		return
 	}
 	e.value = merge(e.value, value)
-	e.count += count
 }
 
 func (s *seriesSet) metrics(build func([]string, series) (prometheus.Metric, error)) ([]prometheus.Metric, error) {

@@ -25,6 +25,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -61,11 +62,13 @@ type Reconciler struct {
 }
 
 // reconcileDuration mirrors the histogram of fluxcd/pkg/runtime/metrics,
-// with its per-object labels.
+// with its per-object labels; like Flux, Reconcile deletes an object's
+// series when the object is gone.
 var reconcileDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
-	Name:    "gotk_reconcile_duration_seconds",
-	Help:    "The duration in seconds of a GitOps Toolkit resource reconciliation.",
-	Buckets: prometheus.ExponentialBuckets(10e-3, 2, 10),
+	Name: "gotk_reconcile_duration_seconds",
+	Help: "The duration in seconds of a GitOps Toolkit resource reconciliation.",
+	// The buckets of fluxcd/pkg runtime/metrics: 10ms to 30 minutes.
+	Buckets: prometheus.ExponentialBucketsRange(10e-3, 1800, 10),
 }, []string{"kind", "name", "namespace"})
 
 var registerOnce sync.Once
@@ -119,13 +122,22 @@ type reconciler struct {
 }
 
 // Reconcile reads the object, as a Flux controller first does, and records
-// how long that took under the object's own labels.
+// how long that took under the object's own labels. Once the object is
+// gone, its series goes too, as in Flux: fluxcd/pkg runtime/controller's
+// Metrics.RecordDuration calls the recorder's DeleteDuration when it sees
+// the object being deleted with the controller's finalizer removed. The
+// stand-in sets no finalizer, so it learns of the deletion by not finding
+// the object.
 func (r *reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	start := time.Now()
 	obj := &unstructured.Unstructured{}
 	obj.SetGroupVersionKind(r.gvk)
 	if err := r.client.Get(ctx, req.NamespacedName, obj); err != nil {
-		return ctrl.Result{}, client.IgnoreNotFound(err)
+		if apierrors.IsNotFound(err) {
+			reconcileDuration.DeleteLabelValues(r.gvk.Kind, req.Name, req.Namespace)
+			return ctrl.Result{}, nil
+		}
+		return ctrl.Result{}, fmt.Errorf("get %s %s: %w", r.gvk.Kind, req.NamespacedName, err)
 	}
 	reconcileDuration.WithLabelValues(r.gvk.Kind, req.Name, req.Namespace).Observe(time.Since(start).Seconds())
 	if strings.HasPrefix(req.Name, FailPrefix) {
