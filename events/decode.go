@@ -128,9 +128,9 @@ func (e *event) revision() string {
 }
 
 // verifySignature checks an X-Signature value of the form <alg>=<hex HMAC of
-// body>. Flux takes the key from the Secret's token with surrounding space
-// trimmed; the caller does the same.
-func verifySignature(key, body []byte, header string) error {
+// body>, as notification-controller's internal/notifier/forwarder.go sets
+// it. The signature must match the HMAC under one of keys (see readKey).
+func verifySignature(keys [][]byte, body []byte, header string) error {
 	if header == "" {
 		return reject(http.StatusUnauthorized, "missing %s header", signatureHeader)
 	}
@@ -146,9 +146,18 @@ func verifySignature(key, body []byte, header string) error {
 	if err != nil {
 		return reject(http.StatusUnauthorized, "signature is not hex")
 	}
-	mac := hmac.New(newHash, key)
-	mac.Write(body)
-	if !hmac.Equal(got, mac.Sum(nil)) {
+	// Every key is tried and compared in constant time, without stopping at
+	// the first match, so the time taken does not tell which key matched
+	// nor how much of the signature did.
+	matched := false
+	for _, key := range keys {
+		mac := hmac.New(newHash, key)
+		mac.Write(body)
+		if hmac.Equal(got, mac.Sum(nil)) {
+			matched = true
+		}
+	}
+	if !matched {
 		return reject(http.StatusUnauthorized, "signature mismatch")
 	}
 	return nil
@@ -181,11 +190,11 @@ func decodeEvent(body []byte) (*event, error) {
 	return &e, nil
 }
 
-// decodeRequest verifies the signature (when a key is set) and decodes the
+// decodeRequest verifies the signature (when keys are set) and decodes the
 // body. It is the pure part of ServeHTTP and the target of FuzzDecode.
-func decodeRequest(key, body []byte, signature string) (*event, error) {
-	if key != nil {
-		if err := verifySignature(key, body, signature); err != nil {
+func decodeRequest(keys [][]byte, body []byte, signature string) (*event, error) {
+	if keys != nil {
+		if err := verifySignature(keys, body, signature); err != nil {
 			return nil, err
 		}
 	}

@@ -16,6 +16,13 @@ import (
 // panicking, an accepted request must really be correctly signed and a valid
 // event, and the handler must stay within its status codes and series cap.
 func FuzzDecode(f *testing.F) {
+	// A key file with a trailing newline: both the exact and the trimmed key
+	// are valid, and either may sign.
+	stored := []byte(testKey + "\n")
+	keys, err := keyCandidates("fuzz", stored)
+	if err != nil {
+		f.Fatal(err)
+	}
 	key := []byte(testKey)
 	ts := time.Date(2024, 5, 1, 9, 0, 0, 0, time.UTC)
 	seeds := [][]byte{
@@ -38,6 +45,8 @@ func FuzzDecode(f *testing.F) {
 		f.Add(body, sign(alg, key, body), uint8(i))
 		f.Add(body, sign(alg, []byte("wrong"), body), uint8(i))
 	}
+	f.Add(seeds[0], sign("sha256", stored, seeds[0]), uint8(0x81))
+	f.Add(seeds[0], sign("sha256", []byte(testKey+"\n\n"), seeds[0]), uint8(0x82))
 	f.Add(seeds[0], "", uint8(0))
 	f.Add(seeds[0], "md5=00", uint8(1))
 	f.Add(seeds[0], "sha256=", uint8(2))
@@ -46,9 +55,9 @@ func FuzzDecode(f *testing.F) {
 
 	algs := []string{"sha224", "sha256", "sha384", "sha512"}
 	f.Fuzz(func(t *testing.T, body []byte, signature string, pick uint8) {
-		e, err := decodeRequest(key, body, signature)
+		e, err := decodeRequest(keys, body, signature)
 		if err == nil {
-			if !independentlyVerified(key, body, signature) {
+			if !independentlyVerified(key, body, signature) && !independentlyVerified(stored, body, signature) {
 				t.Fatalf("accepted signature %q that does not verify", signature)
 			}
 			checkEvent(t, e)
@@ -57,8 +66,12 @@ func FuzzDecode(f *testing.F) {
 		}
 
 		// With a correct signature only the body decides.
-		good := sign(algs[int(pick)%len(algs)], key, body)
-		_, signedErr := decodeRequest(key, body, good)
+		signer := key
+		if pick&0x80 != 0 {
+			signer = stored
+		}
+		good := sign(algs[int(pick)%len(algs)], signer, body)
+		_, signedErr := decodeRequest(keys, body, good)
 		_, unsignedErr := decodeRequest(nil, body, "")
 		if statusOf(signedErr) == http.StatusUnauthorized {
 			t.Fatalf("correct signature %q rejected: %v", good, signedErr)
@@ -71,7 +84,7 @@ func FuzzDecode(f *testing.F) {
 		if newErr != nil {
 			t.Fatal(newErr)
 		}
-		r.key = key
+		r.keys = keys
 		for _, sig := range []string{signature, good} {
 			req := httptest.NewRequest(http.MethodPost, Path, bytes.NewReader(body))
 			req.Header.Set("Content-Type", "application/json")

@@ -32,23 +32,29 @@ const (
 // Config configures a Receiver. Zero values get the documented defaults.
 type Config struct {
 	// HMACKeyFile holds the Provider Secret's token. Run re-reads it, so a
-	// mounted Secret can be rotated without a restart. Surrounding white
-	// space is ignored, as notification-controller ignores it.
+	// mounted Secret can be rotated without a restart. A signature made
+	// with the file's exact bytes is accepted, and so is one made with them
+	// trimmed of surrounding white space (see readKey for why both).
 	HMACKeyFile string
 	// AllowUnsigned must be set to run without HMACKeyFile; any sender that
 	// can reach the endpoint can then write events.
 	AllowUnsigned bool
 	// MaxBodyBytes caps the request body (default 1 MiB).
 	MaxBodyBytes int64
-	// SeriesTTL is how long an object may be missing before its series are
-	// dropped (default 1h).
+	// SeriesTTL is how long the series of an object are kept once Exists
+	// reports it deleted, or, for an object Exists does not watch, after
+	// the last event received for it (default 1h).
 	SeriesTTL time.Duration
 	// MaxSeries caps the number of per-object series held (default 10000).
 	MaxSeries int
-	// Exists reports whether an object is still present, normally from the
-	// informer cache. It must answer true for kinds it does not track. Nil
-	// means every object exists and series never expire.
-	Exists func(kind, namespace, name string) bool
+	// Exists reports what the informer cache knows of an object. watched is
+	// false when the cache cannot know, because the object's namespace or
+	// kind is not watched; its series then expire SeriesTTL after the last
+	// event received for it. When watched, exists reports whether the cache
+	// holds the object, and must be true while the cache has not synced,
+	// since a half-filled cache cannot prove a deletion. Nil means every
+	// object exists and series never expire.
+	Exists func(kind, namespace, name string) (exists, watched bool)
 	// Logger defaults to discarding.
 	Logger *slog.Logger
 }
@@ -61,7 +67,7 @@ type Receiver struct {
 	maxBodyBytes int64
 	ttl          time.Duration
 	maxSeries    int
-	exists       func(kind, namespace, name string) bool
+	exists       func(kind, namespace, name string) (exists, watched bool)
 
 	// Overridden by tests to drive the TTL and key reload deterministically.
 	now             func() time.Time
@@ -69,7 +75,7 @@ type Receiver struct {
 	sweepInterval   time.Duration
 
 	keyMu sync.RWMutex
-	key   []byte // nil when unsigned requests are allowed
+	keys  [][]byte // from readKey; nil when unsigned requests are allowed
 
 	mu       sync.Mutex
 	objects  map[objectKey]*objectState
@@ -118,11 +124,11 @@ func New(cfg Config) (*Receiver, error) {
 
 	switch {
 	case r.keyFile != "":
-		key, err := readKey(r.keyFile)
+		keys, err := readKey(r.keyFile)
 		if err != nil {
 			return nil, err
 		}
-		r.key = key
+		r.keys = keys
 	case cfg.AllowUnsigned:
 		r.log.Warn("Flux events webhook accepts unsigned requests; anyone who can reach it can write event metrics. Set an HMAC key file to require generic-hmac signatures.")
 	default:
@@ -131,39 +137,64 @@ func New(cfg Config) (*Receiver, error) {
 	return r, nil
 }
 
-func readKey(path string) ([]byte, error) {
+// readKey returns the keys a valid signature may be made with: the file's
+// exact bytes first, then, when they differ, the same trimmed of surrounding
+// white space. Both are needed because notification-controller changed how
+// it reads the Secret's token. v1.3 to v1.6 trimmed it (strings.TrimSpace in
+// internal/server/event_handlers.go); v1.0 to v1.2, and v1.7 on, sign with
+// the token exactly as stored. Since v1.7, fluxcd/pkg
+// runtime/secrets/converter.go TokenAuthFromSecret returns the Secret's bytes
+// untouched, and internal/notifier/factory.go hands them to NewForwarder,
+// which computes X-Signature in internal/notifier/forwarder.go. A Secret made
+// with `echo token | base64` keeps its newline, kubelet mounts it byte for
+// byte, and trimming here alone would answer every event of a current
+// release 401.
+func readKey(path string) ([][]byte, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("events: reading HMAC key file: %w", err)
 	}
-	key := bytes.TrimSpace(b)
-	if len(key) == 0 {
+	return keyCandidates(path, b)
+}
+
+func keyCandidates(path string, b []byte) ([][]byte, error) {
+	trimmed := bytes.TrimSpace(b)
+	if len(trimmed) == 0 {
 		return nil, fmt.Errorf("events: HMAC key file %s is empty", path)
 	}
-	return key, nil
+	if len(trimmed) == len(b) {
+		return [][]byte{b}, nil
+	}
+	return [][]byte{b, trimmed}, nil
 }
 
 // reloadKey re-reads the key file. Comparing the content rather than the
 // modification time also catches kubelet's atomic symlink swap, which leaves
 // the link's own metadata untouched. A failed read keeps the old key.
 func (r *Receiver) reloadKey() {
-	key, err := readKey(r.keyFile)
+	keys, err := readKey(r.keyFile)
 	if err != nil {
 		r.log.Warn("Keeping the previous HMAC key", "file", r.keyFile, "err", err)
 		return
 	}
 	r.keyMu.Lock()
 	defer r.keyMu.Unlock()
-	if !bytes.Equal(key, r.key) {
-		r.key = key
+	// keys[0] is the file's exact content, so this also sees a change in
+	// white space only.
+	if len(r.keys) == 0 || !bytes.Equal(keys[0], r.keys[0]) {
+		r.keys = keys
 		r.log.Info("Reloaded the HMAC key for the Flux events webhook", "file", r.keyFile)
 	}
 }
 
-func (r *Receiver) currentKey() []byte {
+// MaxBodyBytes is the largest body ServeHTTP reads, so that the server in
+// front can give a slow sender the time to upload it.
+func (r *Receiver) MaxBodyBytes() int64 { return r.maxBodyBytes }
+
+func (r *Receiver) currentKeys() [][]byte {
 	r.keyMu.RLock()
 	defer r.keyMu.RUnlock()
-	return r.key
+	return r.keys
 }
 
 // Run sweeps expired series and reloads the key file until ctx is done.
@@ -226,10 +257,12 @@ func (r *Receiver) handle(w http.ResponseWriter, req *http.Request) error {
 		return reject(http.StatusBadRequest, "reading body: %v", err)
 	}
 
-	e, err := decodeRequest(r.currentKey(), body, req.Header.Get(signatureHeader))
+	e, err := decodeRequest(r.currentKeys(), body, req.Header.Get(signatureHeader))
 	if err != nil {
 		return err
 	}
+	// The body names the controller; the header is only a fallback for
+	// senders that leave reportingController empty.
 	controller := e.ReportingController
 	if controller == "" {
 		controller = strings.ToValidUTF8(req.Header.Get(componentHeader), "\uFFFD")

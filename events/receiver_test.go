@@ -18,7 +18,8 @@ const testKey = "7152fed34dd6149a7c75a276c510da27cb6f82b0"
 
 func TestEndToEnd(t *testing.T) {
 	// A trailing newline, as `kubectl create secret --from-file` leaves it;
-	// Flux trims it and so must we.
+	// notification-controller up to v1.6 signs with the token trimmed.
+	// TestKeyFileExactOrTrimmed covers the exact bytes later releases use.
 	s := newTestServer(t, Config{HMACKeyFile: writeKeyFile(t, testKey+"\n")}, nil)
 	key := []byte(testKey)
 
@@ -255,7 +256,7 @@ func TestRejections(t *testing.T) {
 func TestNew(t *testing.T) {
 	dir := t.TempDir()
 	empty := filepath.Join(dir, "empty")
-	if err := os.WriteFile(empty, []byte(" \n"), 0o600); err != nil {
+	if err := os.WriteFile(empty, []byte(" \t\r\n\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct {
@@ -265,7 +266,7 @@ func TestNew(t *testing.T) {
 	}{
 		{"no key and not allowed", Config{}, "HMAC key file is required"},
 		{"missing key file", Config{HMACKeyFile: filepath.Join(dir, "absent")}, "reading HMAC key file"},
-		{"empty key file", Config{HMACKeyFile: empty}, "is empty"},
+		{"key file of white space only", Config{HMACKeyFile: empty}, "is empty"},
 		{"unsigned allowed", Config{AllowUnsigned: true}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -368,8 +369,108 @@ func TestKeyReloadKeepsKeyWhenFileVanishes(t *testing.T) {
 	}
 	must(t, os.Remove(keyFile))
 	r.reloadKey()
-	if string(r.currentKey()) != testKey {
-		t.Fatalf("key after failed reload = %q, want the previous key", r.currentKey())
+	if keys := r.currentKeys(); len(keys) != 1 || string(keys[0]) != testKey {
+		t.Fatalf("keys after failed reload = %q, want the previous key", keys)
+	}
+}
+
+// kubeletSecretDir lays out a Secret volume as kubelet's AtomicWriter does:
+// the data in a timestamped directory, ..data -> that directory, and each key
+// a symlink through ..data. It returns the path of the token file.
+func kubeletSecretDir(t *testing.T, token []byte) string {
+	t.Helper()
+	dir := t.TempDir()
+	ts := "..2026_09_10_08_15_02.1234567890"
+	write(t, filepath.Join(dir, ts, "token"), token)
+	must(t, os.Symlink(ts, filepath.Join(dir, "..data")))
+	must(t, os.Symlink(filepath.Join("..data", "token"), filepath.Join(dir, "token")))
+	return filepath.Join(dir, "token")
+}
+
+// tokenEvent is a body as notification-controller posts it, sent as is.
+const tokenEvent = `{"involvedObject":{"kind":"Kustomization","namespace":"flux-system","name":"apps","apiVersion":"kustomize.toolkit.fluxcd.io/v1"},"severity":"info","timestamp":"2026-09-10T08:15:02Z","message":"Reconciliation finished","reason":"ReconciliationSucceeded","metadata":{"revision":"main@sha1:4b825dc642cb6eb9a060e54bf8d69288fbee4904"},"reportingController":"kustomize-controller","reportingInstance":"kc-1"}`
+
+// TestKeyFileExactOrTrimmed: a Secret made with `echo s3cr3t-token | base64`
+// holds 13 bytes ending in a newline, and kubelet mounts them as they are.
+// notification-controller from v1.7 (and up to v1.2) signs with those 13
+// bytes, v1.3 to v1.6 with the token trimmed; both must be accepted, and
+// nothing else.
+func TestKeyFileExactOrTrimmed(t *testing.T) {
+	stored := []byte("s3cr3t-token\n")
+	keyFile := kubeletSecretDir(t, stored)
+	if b, err := os.ReadFile(keyFile); err != nil || len(b) != 13 {
+		t.Fatalf("key file holds %q (%v), want the 13 stored bytes", b, err)
+	}
+	s := newTestServer(t, Config{HMACKeyFile: keyFile}, nil)
+	body := []byte(tokenEvent)
+
+	for _, tc := range []struct {
+		name string
+		alg  string
+		key  string
+		want int
+	}{
+		{"exact bytes, as notification-controller v1.7+", "sha256", "s3cr3t-token\n", http.StatusAccepted},
+		{"trimmed, as notification-controller v1.3 to v1.6", "sha256", "s3cr3t-token", http.StatusAccepted},
+		{"exact bytes, sha512", "sha512", "s3cr3t-token\n", http.StatusAccepted},
+		{"trimmed, sha224", "sha224", "s3cr3t-token", http.StatusAccepted},
+		{"other key", "sha256", "other-token", http.StatusUnauthorized},
+		{"leading space", "sha256", " s3cr3t-token", http.StatusUnauthorized},
+		{"CRLF", "sha256", "s3cr3t-token\r\n", http.StatusUnauthorized},
+		{"two newlines", "sha256", "s3cr3t-token\n\n", http.StatusUnauthorized},
+		{"prefix", "sha256", "s3cr3t-toke", http.StatusUnauthorized},
+		{"empty", "sha256", "", http.StatusUnauthorized},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if code := s.post(t, body, fluxHeaders("kustomize-controller", sign(tc.alg, []byte(tc.key), body))); code != tc.want {
+				t.Fatalf("signed with %q: got %d, want %d", tc.key, code, tc.want)
+			}
+		})
+	}
+	labels := map[string]string{"kind": "Kustomization", "exported_namespace": "flux-system", "name": "apps",
+		"severity": "info", "reason": "ReconciliationSucceeded", "controller": "kustomize-controller"}
+	if v, ok := sampleValue(t, s.r, "flux_events_total", labels); !ok || v != 4 {
+		t.Errorf("flux_events_total = %v (present %v), want the 4 accepted events", v, ok)
+	}
+}
+
+// TestKeyReloadSeesWhiteSpaceChange: a key file that gains or loses only a
+// trailing newline changes which signatures are valid, so it is reloaded.
+func TestKeyReloadSeesWhiteSpaceChange(t *testing.T) {
+	keyFile := writeKeyFile(t, testKey)
+	r, err := New(Config{HMACKeyFile: keyFile})
+	if err != nil {
+		t.Fatal(err)
+	}
+	write(t, keyFile, []byte(testKey+"\n"))
+	r.reloadKey()
+	if keys := r.currentKeys(); len(keys) != 2 || string(keys[0]) != testKey+"\n" || string(keys[1]) != testKey {
+		t.Fatalf("keys after reload = %q, want the exact and the trimmed key", keys)
+	}
+}
+
+// TestComponentHeaderIsFallback: notification-controller sets Gotk-Component
+// to the event's reportingController, but only the body is signed, so the
+// body wins; the header names the controller only when the body does not.
+// The receiver already behaved so before this test was added.
+func TestComponentHeaderIsFallback(t *testing.T) {
+	s := newTestServer(t, Config{AllowUnsigned: true}, nil)
+	named := kustomizationEvent("named", "info", "ReconciliationSucceeded", time.Now(), nil)
+	anonymous := kustomizationEvent("anonymous", "info", "ReconciliationSucceeded", time.Now(), nil)
+	anonymous.ReportingController = ""
+	for _, e := range []fluxEvent{named, anonymous} {
+		if code := s.post(t, mustMarshal(t, e), fluxHeaders("header-controller", "")); code != http.StatusAccepted {
+			t.Fatalf("post %s: %d", e.InvolvedObject.Name, code)
+		}
+	}
+	want := `
+# HELP flux_events_total Total number of Flux events received from notification-controller, per object, severity, reason and reporting controller.
+# TYPE flux_events_total counter
+flux_events_total{controller="header-controller",exported_namespace="apps",kind="Kustomization",name="anonymous",reason="ReconciliationSucceeded",severity="info"} 1
+flux_events_total{controller="kustomize-controller",exported_namespace="apps",kind="Kustomization",name="named",reason="ReconciliationSucceeded",severity="info"} 1
+`
+	if err := testutil.CollectAndCompare(s.r, strings.NewReader(want), "flux_events_total"); err != nil {
+		t.Fatal(err)
 	}
 }
 

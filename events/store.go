@@ -54,7 +54,8 @@ type objectState struct {
 	last         map[string]time.Time // by severity
 	revision     string
 	revisionTime time.Time
-	absentSince  time.Time // zero while the object exists
+	absentSince  time.Time // zero unless the cache reports the object deleted
+	lastReceived time.Time // receipt of the newest accepted event, by r.now
 }
 
 func (s *objectState) series() int {
@@ -106,6 +107,9 @@ func (r *Receiver) record(e *event, controller string, received time.Time) {
 	}
 	r.series += need
 
+	// The receipt time, not the event's own timestamp: the TTL of an object
+	// the cache cannot see must not depend on a sender's clock.
+	st.lastReceived = received
 	st.counts[ck]++
 	if prev, has := st.last[e.Severity]; !has || ts.After(prev) {
 		st.last[e.Severity] = ts
@@ -117,9 +121,14 @@ func (r *Receiver) record(e *event, controller string, received time.Time) {
 	}
 }
 
-// sweep drops the state of objects that Exists has reported missing for at
-// least the TTL. Exists is called without holding the lock, because it may
-// consult an informer cache with locks of its own.
+// presence is what Exists said of one object at a sweep.
+type presence struct{ exists, watched bool }
+
+// sweep drops the state of objects that Exists has reported deleted for at
+// least the TTL, and of objects it does not watch that have had no event for
+// the TTL: for those the cache can never report a deletion, so receipt is
+// the only clock there is. Exists is called without holding the lock,
+// because it may consult an informer cache with locks of its own.
 func (r *Receiver) sweep() {
 	if r.exists == nil {
 		return
@@ -131,30 +140,42 @@ func (r *Receiver) sweep() {
 	}
 	r.mu.Unlock()
 
-	present := make(map[objectKey]bool, len(keys))
+	seen := make(map[objectKey]presence, len(keys))
 	for _, k := range keys {
-		present[k] = r.exists(k.kind, k.namespace, k.name)
+		exists, watched := r.exists(k.kind, k.namespace, k.name)
+		seen[k] = presence{exists, watched}
 	}
 
 	now := r.now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for k, exists := range present {
+	for k, p := range seen {
 		st, ok := r.objects[k]
 		if !ok {
 			continue
 		}
 		switch {
-		case exists:
+		case !p.watched:
+			// A deletion seen while the object was watched no longer counts.
+			st.absentSince = time.Time{}
+			if now.Sub(st.lastReceived) >= r.ttl {
+				r.drop(k, st, "Dropped event series of an object outside the watched namespaces or kinds after no event for the TTL")
+			}
+		case p.exists:
 			st.absentSince = time.Time{}
 		case st.absentSince.IsZero():
 			st.absentSince = now
 		case now.Sub(st.absentSince) >= r.ttl:
-			r.series -= st.series()
-			delete(r.objects, k)
-			r.log.Debug("Dropped event series of a deleted object", "kind", k.kind, "namespace", k.namespace, "name", k.name)
+			r.drop(k, st, "Dropped event series of a deleted object")
 		}
 	}
+}
+
+// drop forgets one object's state. The caller holds r.mu.
+func (r *Receiver) drop(k objectKey, st *objectState, msg string) {
+	r.series -= st.series()
+	delete(r.objects, k)
+	r.log.Debug(msg, "kind", k.kind, "namespace", k.namespace, "name", k.name, "ttl", r.ttl)
 }
 
 // Describe implements prometheus.Collector.

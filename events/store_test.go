@@ -32,22 +32,39 @@ func (c *fakeClock) Set(t time.Time) {
 }
 
 // inventory stands in for the informer cache in unit tests only; the
-// end-to-end TTL test against the API server lives with the exporter.
+// end-to-end TTL tests against the API server live with the exporter.
 type inventory struct {
-	mu      sync.Mutex
-	missing map[string]bool
+	mu        sync.Mutex
+	missing   map[string]bool
+	unwatched map[string]bool
 }
 
-func (i *inventory) exists(kind, namespace, name string) bool {
+func newInventory() *inventory {
+	return &inventory{missing: map[string]bool{}, unwatched: map[string]bool{}}
+}
+
+// exists answers as kube.Watcher.Exists does. A kind still syncing answers
+// like a present object, so it needs no state of its own here.
+func (i *inventory) exists(kind, namespace, name string) (exists, watched bool) {
 	i.mu.Lock()
 	defer i.mu.Unlock()
-	return !i.missing[kind+"/"+namespace+"/"+name]
+	key := kind + "/" + namespace + "/" + name
+	if i.unwatched[key] {
+		return false, false
+	}
+	return !i.missing[key], true
 }
 
 func (i *inventory) setMissing(name string, missing bool) {
 	i.mu.Lock()
 	defer i.mu.Unlock()
 	i.missing["Kustomization/apps/"+name] = missing
+}
+
+func (i *inventory) setUnwatched(name string, unwatched bool) {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	i.unwatched["Kustomization/apps/"+name] = unwatched
 }
 
 // names returns the names of the objects the receiver holds state for.
@@ -78,7 +95,7 @@ func TestSeriesTTL(t *testing.T) {
 	const ttl = 10 * time.Minute
 	t0 := time.Date(2024, 5, 1, 12, 0, 0, 0, time.UTC)
 	clock := &fakeClock{now: t0}
-	inv := &inventory{missing: map[string]bool{}}
+	inv := newInventory()
 	s := newTestServer(t, Config{AllowUnsigned: true, SeriesTTL: ttl, Exists: inv.exists}, func(r *Receiver) {
 		r.now = clock.Now
 	})
@@ -150,23 +167,127 @@ func TestNoExistsNeverExpires(t *testing.T) {
 // TestRunSweeps checks that Run drives the sweep on its own, with the real
 // clock and a short TTL.
 func TestRunSweeps(t *testing.T) {
-	inv := &inventory{missing: map[string]bool{}}
+	inv := newInventory()
 	s := newTestServer(t, Config{AllowUnsigned: true, SeriesTTL: 200 * time.Millisecond, Exists: inv.exists}, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); s.r.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
 
-	for _, name := range []string{"gone", "here"} {
+	for _, name := range []string{"gone", "here", "unwatched"} {
 		e := kustomizationEvent(name, "info", "ReconciliationSucceeded", time.Now(), nil)
 		if code := s.post(t, mustMarshal(t, e), fluxHeaders(e.ReportingController, "")); code != http.StatusAccepted {
 			t.Fatalf("post: %d", code)
 		}
 	}
 	inv.setMissing("gone", true)
-	waitFor(t, "the series of the deleted object to expire", func() bool {
+	inv.setUnwatched("unwatched", true)
+	waitFor(t, "the series of the deleted and the unwatched object to expire", func() bool {
 		return strings.Join(sorted(names(t, s.r)), " ") == "here"
 	})
+}
+
+// TestUnwatchedSeriesTTL: for an object the cache cannot know (a namespace
+// outside --namespaces, a kind without a CRD), the TTL runs from the last
+// event received for it, by the receiver's clock, not from the event's own
+// timestamp. Objects the cache does see are unaffected by receipt.
+func TestUnwatchedSeriesTTL(t *testing.T) {
+	const ttl = 10 * time.Minute
+	t0 := time.Date(2024, 5, 1, 12, 0, 0, 0, time.UTC)
+	clock := &fakeClock{now: t0}
+	inv := newInventory()
+	s := newTestServer(t, Config{AllowUnsigned: true, SeriesTTL: ttl, Exists: inv.exists}, func(r *Receiver) {
+		r.now = clock.Now
+	})
+	post := func(name string, at time.Duration) {
+		t.Helper()
+		clock.Set(t0.Add(at))
+		// A stamp a day old: only the receipt may count.
+		e := kustomizationEvent(name, "info", "ReconciliationSucceeded", t0.Add(-24*time.Hour), nil)
+		if code := s.post(t, mustMarshal(t, e), fluxHeaders(e.ReportingController, "")); code != http.StatusAccepted {
+			t.Fatalf("post %s: %d", name, code)
+		}
+	}
+	for _, name := range []string{"quiet", "chatty", "watched", "gone"} {
+		post(name, 0)
+	}
+	inv.setUnwatched("quiet", true)
+	inv.setUnwatched("chatty", true)
+	inv.setMissing("gone", true)
+
+	steps := []struct {
+		at     time.Duration
+		before func()
+		want   string
+	}{
+		{0, nil, "chatty gone quiet watched"},
+		// A new event for chatty restarts its clock; quiet got none.
+		{5 * time.Minute, func() { post("chatty", 5*time.Minute) }, "chatty gone quiet watched"},
+		{ttl - time.Second, nil, "chatty gone quiet watched"},
+		// The deleted object's clock started at the first sweep, at t0.
+		{ttl, nil, "chatty watched"},
+		{ttl + 5*time.Minute - time.Second, nil, "chatty watched"},
+		{ttl + 5*time.Minute, nil, "watched"},
+		// A present object keeps its series however long it stays quiet.
+		{10 * ttl, nil, "watched"},
+	}
+	for i, st := range steps {
+		if st.before != nil {
+			st.before()
+		}
+		clock.Set(t0.Add(st.at))
+		s.r.sweep()
+		if got := strings.Join(sorted(names(t, s.r)), " "); got != st.want {
+			t.Fatalf("step %d (t0+%v): objects %s, want %s", i, st.at, got, st.want)
+		}
+		checkSeriesAccounting(t, s.r)
+	}
+}
+
+// TestUnsyncedKeepsSeries: while the cache has not synced, Exists answers
+// as for a present object, so neither clock runs: a later deletion expires
+// the series a full TTL after the cache first reports it.
+func TestUnsyncedKeepsSeries(t *testing.T) {
+	const ttl = 10 * time.Minute
+	t0 := time.Date(2024, 5, 1, 12, 0, 0, 0, time.UTC)
+	clock := &fakeClock{now: t0}
+	synced := false
+	var mu sync.Mutex
+	exists := func(kind, namespace, name string) (bool, bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		if !synced {
+			return true, true
+		}
+		return false, true
+	}
+	s := newTestServer(t, Config{AllowUnsigned: true, SeriesTTL: ttl, Exists: exists}, func(r *Receiver) {
+		r.now = clock.Now
+	})
+	e := kustomizationEvent("webapp", "info", "ReconciliationSucceeded", t0, nil)
+	if code := s.post(t, mustMarshal(t, e), fluxHeaders(e.ReportingController, "")); code != http.StatusAccepted {
+		t.Fatalf("post: %d", code)
+	}
+	for _, at := range []time.Duration{0, ttl, 5 * ttl} {
+		clock.Set(t0.Add(at))
+		s.r.sweep()
+		if got := names(t, s.r); len(got) != 1 {
+			t.Fatalf("t0+%v, not synced: objects %v, want webapp kept", at, got)
+		}
+	}
+	mu.Lock()
+	synced = true
+	mu.Unlock()
+	for _, step := range []struct {
+		at   time.Duration
+		want int
+	}{{5 * ttl, 1}, {6*ttl - time.Second, 1}, {6 * ttl, 0}} {
+		clock.Set(t0.Add(step.at))
+		s.r.sweep()
+		if got := names(t, s.r); len(got) != step.want {
+			t.Fatalf("t0+%v, synced and gone: objects %v, want %d", step.at, got, step.want)
+		}
+	}
 }
 
 func TestMaxSeriesFlood(t *testing.T) {

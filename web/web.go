@@ -119,6 +119,66 @@ func scrapeContext(r *http.Request, offset time.Duration) (context.Context, cont
 	return context.WithTimeout(r.Context(), d)
 }
 
+// The timeouts of every server the exporter runs. They bound how long a
+// client may hold a connection while sending a request too slowly, or while
+// idle, without cutting any legitimate request.
+const (
+	// readHeaderTimeout is for the request line and headers.
+	readHeaderTimeout = 10 * time.Second
+	// minBodyRate is the slowest upload of a request body a server waits
+	// for, in bytes per second: far below any link notification-controller
+	// posts over, so only a stalled or deliberately slow client hits it.
+	// notification-controller gives up on a Provider after its timeout
+	// (15s by default) anyway.
+	minBodyRate = 16 << 10
+	// idleTimeout closes a keep-alive connection with no request. It
+	// outlasts the usual scrape intervals, so Prometheus can keep reusing
+	// its connection.
+	idleTimeout = 2 * time.Minute
+)
+
+type timeouts struct {
+	readHeader  time.Duration
+	minBodyRate int64
+	idle        time.Duration
+}
+
+var defaultTimeouts = timeouts{readHeader: readHeaderTimeout, minBodyRate: minBodyRate, idle: idleTimeout}
+
+// NewServer returns the server for h. maxBodyBytes is the largest request
+// body a handler of h reads, 0 when they serve only GET. ReadTimeout, which
+// net/http counts from the start of the request to the end of its body,
+// allows the headers plus that body at minBodyRate. There is no WriteTimeout:
+// a scrape may rightly take as long as Prometheus's scrape timeout, which
+// the metrics handler enforces itself.
+func NewServer(h http.Handler, maxBodyBytes int64) *http.Server {
+	return serverWith(h, maxBodyBytes, defaultTimeouts)
+}
+
+func serverWith(h http.Handler, maxBodyBytes int64, t timeouts) *http.Server {
+	// Rounded up to whole seconds, so any body allows at least one more.
+	body := time.Duration((max(maxBodyBytes, 0)+t.minBodyRate-1)/t.minBodyRate) * time.Second
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: t.readHeader,
+		ReadTimeout:       t.readHeader + body,
+		// Set explicitly: left at zero, net/http would use ReadTimeout.
+		IdleTimeout: t.idle,
+	}
+}
+
+// MaxBodyBytes is the largest MaxBodyBytes() of the routes that have one,
+// such as the events receiver, for NewServer of a mux serving them.
+func MaxBodyBytes(routes map[string]http.Handler) int64 {
+	var n int64
+	for _, h := range routes {
+		if b, ok := h.(interface{ MaxBodyBytes() int64 }); ok {
+			n = max(n, b.MaxBodyBytes())
+		}
+	}
+	return n
+}
+
 // Serve runs srv until ctx is done, then shuts it down gracefully.
 func Serve(ctx context.Context, srv *http.Server, flags *toolkit.FlagConfig, logger *slog.Logger) error {
 	errc := make(chan error, 1)
