@@ -50,6 +50,7 @@ type config struct {
 	namespaces         *string
 	excludeNS          *string
 	fluxNamespace      *string
+	apiGroups          *string
 	controllerSelector *string
 	controllersTimeout *time.Duration
 	eventsEnabled      *bool
@@ -75,6 +76,7 @@ func newApp() (*kingpin.Application, *config) {
 		excludeNS:      app.Flag("namespaces-exclude", "Comma-separated namespaces never to watch.").Default("").String(),
 
 		fluxNamespace:      app.Flag("flux.namespace", "Namespace of the Flux controllers, for the controllers collector.").Default("flux-system").String(),
+		apiGroups:          app.Flag("flux.api-groups", "Comma-separated API groups whose Established CRDs are watched; the exporter's ClusterRole must grant get, list, watch on each (the chart and deploy/ grant the default).").Default(strings.Join(kube.DefaultAPIGroups, ",")).String(),
 		controllerSelector: app.Flag("flux.controllers-selector", "Label selector of the Flux controllers' Deployments and Pods.").Default("app.kubernetes.io/part-of=flux").String(),
 		controllersTimeout: app.Flag("controllers.timeout", "Longest time a scrape waits for the controller pods' /metrics; the scrape's own deadline applies when shorter.").Default(collector.DefaultControllersTimeout.String()).Duration(),
 
@@ -85,7 +87,7 @@ func newApp() (*kingpin.Application, *config) {
 	app.Flag("events.hmac-key-file", "File holding the generic-hmac Provider's token; re-read when it changes. Requests without a valid X-Signature are rejected with 401.").StringVar(&c.events.HMACKeyFile)
 	app.Flag("events.allow-unsigned", "Accept events without a signature when no --events.hmac-key-file is set.").BoolVar(&c.events.AllowUnsigned)
 	c.eventsMaxBody = app.Flag("events.max-body-bytes", "Largest event body accepted; larger requests get 413.").Default("1MiB").Bytes()
-	app.Flag("events.series-ttl", "How long event series of an object deleted from the cluster are kept.").Default("1h").DurationVar(&c.events.SeriesTTL)
+	app.Flag("events.series-ttl", "How long event series are kept after their object is deleted from the cluster, or, for an object the exporter does not watch, after its last event.").Default("1h").DurationVar(&c.events.SeriesTTL)
 	app.Flag("events.max-series", "Hard cap on event series; events past it are dropped and counted.").Default("10000").IntVar(&c.events.MaxSeries)
 	app.Flag("kube.config", "Path to a kubeconfig; default: $KUBECONFIG, then in-cluster, then ~/.kube/config.").StringVar(&c.kube.Kubeconfig)
 	app.Flag("kube.context", "Kubeconfig context to use; default: the current context.").StringVar(&c.kube.Context)
@@ -105,6 +107,11 @@ func run(args []string) int {
 		return 2
 	}
 	if err := kube.ValidateNamespaces(splitList(*c.namespaces), splitList(*c.excludeNS)); err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", program, err)
+		return 2
+	}
+	apiGroups, err := kube.ParseAPIGroups(*c.apiGroups)
+	if err != nil {
 		fmt.Fprintf(os.Stderr, "%s: %v\n", program, err)
 		return 2
 	}
@@ -140,6 +147,7 @@ func run(args []string) int {
 		return 1
 	}
 	watcher, err := kube.NewWatcher(cfg, kube.WatcherOptions{
+		APIGroups:         apiGroups,
 		Namespaces:        splitList(*c.namespaces),
 		ExcludeNamespaces: splitList(*c.excludeNS),
 		Transform:         collector.Decode,
@@ -195,7 +203,7 @@ func run(args []string) int {
 		} else {
 			emux := http.NewServeMux()
 			emux.Handle(events.Path, receiver)
-			esrv := &http.Server{Handler: emux, ReadHeaderTimeout: 10 * time.Second}
+			esrv := web.NewServer(emux, receiver.MaxBodyBytes())
 			eflags := &toolkit.FlagConfig{WebListenAddresses: &[]string{*c.eventsListen}, WebSystemdSocket: new(bool), WebConfigFile: c.eventsWebConfig}
 			go func() {
 				if err := web.Serve(ctx, esrv, eflags, logger.With("listener", "events")); err != nil {
@@ -227,7 +235,7 @@ func run(args []string) int {
 		logger.Error("Cannot build HTTP routes", "err", err)
 		return 1
 	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	srv := web.NewServer(mux, web.MaxBodyBytes(routes))
 	if err := web.Serve(ctx, srv, c.web, logger); err != nil {
 		logger.Error("HTTP server failed", "err", err)
 		return 1

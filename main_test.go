@@ -1,19 +1,25 @@
 package main
 
 import (
+	"bytes"
+	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
 	versioncollector "github.com/prometheus/client_golang/prometheus/collectors/version"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/flux-exporter/flux_exporter/collector"
 	"github.com/flux-exporter/flux_exporter/events"
+	"github.com/flux-exporter/flux_exporter/kube"
 )
 
 var update = flag.Bool("update", false, "rewrite docs/metrics.md's generated table from the code")
@@ -143,4 +149,87 @@ func TestFlagsReference(t *testing.T) {
 		fmt.Fprintf(&b, "| `%s` | %s | %s |\n", name, def, strings.ReplaceAll(f.Help, "|", `\|`))
 	}
 	checkGenerated(t, readme, flagsBeginMark, flagsEndMark, b.String(), "TestFlagsReference")
+}
+
+// TestAPIGroupsMatchTheRBAC keeps one list of API groups: the default of
+// --flux.api-groups is what the chart's value and deploy/'s ClusterRole
+// grant, so the exporter never watches a group its install forbids, nor is
+// granted one it does not watch. sandbox/e2e/install_test.go checks the
+// rendered grants against the same list.
+func TestAPIGroupsMatchTheRBAC(t *testing.T) {
+	app, _ := newApp()
+	var flagDefault []string
+	for _, f := range app.Model().Flags {
+		if f.Name == "flux.api-groups" {
+			flagDefault = strings.Split(strings.Join(f.Default, ","), ",")
+		}
+	}
+	if !slices.Equal(flagDefault, kube.DefaultAPIGroups) {
+		t.Fatalf("--flux.api-groups defaults to %v, kube.DefaultAPIGroups is %v", flagDefault, kube.DefaultAPIGroups)
+	}
+
+	var values struct {
+		Flux struct {
+			APIGroups []string `yaml:"apiGroups"`
+		}
+	}
+	if err := yaml.Unmarshal(readFile(t, "charts/flux-exporter/values.yaml"), &values); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(values.Flux.APIGroups, kube.DefaultAPIGroups) {
+		t.Errorf("charts/flux-exporter/values.yaml flux.apiGroups is %v, the flag default is %v", values.Flux.APIGroups, kube.DefaultAPIGroups)
+	}
+	// The chart grants and passes the value, not a copy of it.
+	for file, want := range map[string]string{
+		"charts/flux-exporter/templates/rbac.yaml":    "toYaml .Values.flux.apiGroups",
+		"charts/flux-exporter/templates/_helpers.tpl": `"--flux.api-groups=%s" (join "," $v.flux.apiGroups)`,
+	} {
+		if !strings.Contains(string(readFile(t, file)), want) {
+			t.Errorf("%s no longer uses %s", file, want)
+		}
+	}
+
+	dec := yaml.NewDecoder(bytes.NewReader(readFile(t, "deploy/rbac.yaml")))
+	var granted [][]string
+	for {
+		var doc struct {
+			Kind  string
+			Rules []struct {
+				APIGroups []string `yaml:"apiGroups"`
+				Resources []string
+			}
+		}
+		if err := dec.Decode(&doc); errors.Is(err, io.EOF) {
+			break
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range doc.Rules {
+			if doc.Kind == "ClusterRole" && slices.Equal(r.Resources, []string{"*"}) {
+				granted = append(granted, r.APIGroups)
+			}
+		}
+	}
+	if len(granted) != 1 || !slices.Equal(granted[0], kube.DefaultAPIGroups) {
+		t.Errorf("deploy/rbac.yaml's ClusterRole grants every resource of %v, the flag default is %v", granted, kube.DefaultAPIGroups)
+	}
+}
+
+func readFile(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestBadAPIGroupsExit2 checks that a bad --flux.api-groups stops the
+// exporter before it contacts any API server.
+func TestBadAPIGroupsExit2(t *testing.T) {
+	for _, v := range []string{"", "a.io,,b.io", "Source.toolkit.fluxcd.io", "source"} {
+		if code := run([]string{"--flux.api-groups=" + v, "--kube.config=/nonexistent"}); code != 2 {
+			t.Errorf("--flux.api-groups=%q: exit %d, want 2", v, code)
+		}
+	}
 }

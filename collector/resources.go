@@ -44,18 +44,25 @@ func init() {
 	})
 }
 
+// kindLabels identify a kind in the kind-level series. The group is part of
+// it: --flux.api-groups may name two groups that each serve a Kind of the
+// same name, and their series must not collide.
+var kindLabels = []string{"group", "kind"}
+
 var (
 	kindInfoDesc = prometheus.NewDesc(prometheus.BuildFQName(namespace, "exporter", "kind_info"),
 		"A Flux kind discovered from its CustomResourceDefinition, at the version that is read. Value is always 1.",
 		[]string{"group", "version", "kind", "resource"}, nil)
 	kindObjectsDesc = prometheus.NewDesc(prometheus.BuildFQName(namespace, "exporter", "kind_objects"),
-		"Objects of the kind in the exporter's cache.", []string{"kind"}, nil)
+		"Objects of the kind in the exporter's cache.", kindLabels, nil)
 	kindSyncedDesc = prometheus.NewDesc(prometheus.BuildFQName(namespace, "exporter", "kind_synced"),
-		"Whether the kind's cache has completed its first list (1) or not (0); an unsynced kind reports no objects.", []string{"kind"}, nil)
+		"Whether the kind's cache has completed its first list (1) or not (0); an unsynced kind reports no objects.", kindLabels, nil)
+	kindForbiddenDesc = prometheus.NewDesc(prometheus.BuildFQName(namespace, "exporter", "kind_forbidden"),
+		"Whether the API server answers 403 Forbidden to the exporter's list or watch of the kind (1) or not (0). A forbidden kind stays unsynced and reports no objects, and /-/ready does not wait for it; grant get, list, watch on its group and resource.", kindLabels, nil)
 	watchErrorsDesc = prometheus.NewDesc(prometheus.BuildFQName(namespace, "exporter", "watch_errors_total"),
-		"Failed list or watch requests for the kind (connection errors and HTTP errors); the cache keeps serving the last known objects while client-go retries.", []string{"kind"}, nil)
+		"Failed list or watch requests for the kind (connection errors and HTTP errors, Forbidden included); the cache keeps serving the last known objects while client-go retries.", kindLabels, nil)
 	objectErrorsDesc = prometheus.NewDesc(prometheus.BuildFQName(namespace, "exporter", "object_errors_total"),
-		"Fields of the kind's objects that were present but could not be read (wrong type or format); the rest of each object is still reported.", []string{"kind"}, nil)
+		"Fields of the kind's objects that were present but could not be read (wrong type or format); the rest of each object is still reported.", kindLabels, nil)
 )
 
 // Resources reports every Flux object in the caches. It makes no API calls.
@@ -71,14 +78,11 @@ func (c *Resources) Update(_ context.Context, ch chan<- prometheus.Metric) error
 	for _, ks := range c.state.State() {
 		k := ks.Kind
 		ch <- prometheus.MustNewConstMetric(kindInfoDesc, prometheus.GaugeValue, 1, k.Group, k.Version, k.Kind, k.Resource)
-		synced := 0.0
-		if ks.Synced {
-			synced = 1
-		}
-		ch <- prometheus.MustNewConstMetric(kindSyncedDesc, prometheus.GaugeValue, synced, k.Kind)
-		ch <- prometheus.MustNewConstMetric(kindObjectsDesc, prometheus.GaugeValue, float64(len(ks.Records)), k.Kind)
-		ch <- prometheus.MustNewConstMetric(watchErrorsDesc, prometheus.CounterValue, float64(ks.WatchErrors), k.Kind)
-		ch <- prometheus.MustNewConstMetric(objectErrorsDesc, prometheus.CounterValue, float64(ks.ObjectErrors), k.Kind)
+		ch <- prometheus.MustNewConstMetric(kindSyncedDesc, prometheus.GaugeValue, boolValue(ks.Synced), k.Group, k.Kind)
+		ch <- prometheus.MustNewConstMetric(kindForbiddenDesc, prometheus.GaugeValue, boolValue(ks.Forbidden), k.Group, k.Kind)
+		ch <- prometheus.MustNewConstMetric(kindObjectsDesc, prometheus.GaugeValue, float64(len(ks.Records)), k.Group, k.Kind)
+		ch <- prometheus.MustNewConstMetric(watchErrorsDesc, prometheus.CounterValue, float64(ks.WatchErrors), k.Group, k.Kind)
+		ch <- prometheus.MustNewConstMetric(objectErrorsDesc, prometheus.CounterValue, float64(ks.ObjectErrors), k.Group, k.Kind)
 		for _, o := range ks.Records {
 			rec, ok := o.(*Record)
 			if !ok {
@@ -93,5 +97,12 @@ func (c *Resources) Update(_ context.Context, ch chan<- prometheus.Metric) error
 }
 
 func init() {
-	describe(append(allDescs(), kindInfoDesc, kindObjectsDesc, kindSyncedDesc, watchErrorsDesc, objectErrorsDesc)...)
+	describe(append(allDescs(), kindInfoDesc, kindObjectsDesc, kindSyncedDesc, kindForbiddenDesc, watchErrorsDesc, objectErrorsDesc)...)
+}
+
+func boolValue(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }

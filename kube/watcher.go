@@ -12,10 +12,12 @@ import (
 	"sync"
 	"sync/atomic"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/version"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/dynamic/dynamicinformer"
@@ -23,9 +25,23 @@ import (
 	"k8s.io/client-go/tools/cache"
 )
 
-// FluxGroupSuffix marks a CRD as a Flux kind. It covers the toolkit groups,
-// source.extensions.fluxcd.io and the Flux Operator's fluxcd.controlplane.io.
-const FluxGroupSuffix = ".fluxcd.io"
+// DefaultAPIGroups are the API groups whose CRDs are watched unless
+// --flux.api-groups says otherwise: the Flux toolkit, the source extensions
+// (ArtifactGenerator) and the Flux Operator, whose group fluxcd.controlplane.io
+// shares no suffix with the others. An explicit list rather than a suffix
+// match, because the exporter can only read what its ClusterRole grants: the
+// ClusterRoles of charts/flux-exporter and deploy/ grant exactly these
+// groups, and main_test.go and sandbox/e2e/install_test.go fail when they
+// differ.
+var DefaultAPIGroups = []string{
+	"source.toolkit.fluxcd.io",
+	"kustomize.toolkit.fluxcd.io",
+	"helm.toolkit.fluxcd.io",
+	"notification.toolkit.fluxcd.io",
+	"image.toolkit.fluxcd.io",
+	"source.extensions.fluxcd.io",
+	"fluxcd.controlplane.io",
+}
 
 var crdGVR = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
 
@@ -49,7 +65,11 @@ type Transform func(k Kind, u *unstructured.Unstructured) (metav1.ObjectMetaAcce
 
 // WatcherOptions configure a Watcher.
 type WatcherOptions struct {
+	// APIGroups are the groups whose Established CRDs are watched; empty
+	// means DefaultAPIGroups.
+	APIGroups []string
 	// Namespaces limits the watch to these namespaces; empty means all.
+	// Duplicates are dropped.
 	Namespaces []string
 	// ExcludeNamespaces are never watched.
 	ExcludeNamespaces []string
@@ -59,8 +79,12 @@ type WatcherOptions struct {
 
 // KindState is what the collector reads about one kind on a scrape.
 type KindState struct {
-	Kind         Kind
-	Synced       bool
+	Kind   Kind
+	Synced bool
+	// Forbidden is true while the API server answers 403 to a list or
+	// watch of the kind (in any watched namespace): it cannot sync until
+	// RBAC grants it, so readiness does not wait for it.
+	Forbidden    bool
 	Records      []any
 	WatchErrors  uint64
 	ObjectErrors uint64
@@ -73,6 +97,7 @@ type Watcher struct {
 	client dynamic.Interface
 	opts   WatcherOptions
 	log    *slog.Logger
+	groups map[string]bool // opts.APIGroups
 
 	crds cache.SharedIndexInformer
 
@@ -82,12 +107,23 @@ type Watcher struct {
 }
 
 type kindWatch struct {
-	kind         Kind
-	failing      atomic.Bool
+	kind Kind
+	// informers has one informer per watched namespace ("" for all), and
+	// scopes the state of the requests of the informer at the same index.
 	informers    []cache.SharedIndexInformer
+	scopes       []*scope
 	stop         context.CancelFunc
 	watchErrors  atomic.Uint64
 	objectErrors atomic.Uint64
+}
+
+// scope is what failureCounter learns about the requests of one informer.
+// It is per namespace because a RoleBinding can grant one namespace of
+// --namespaces and not another.
+type scope struct {
+	namespace string // "" for a cluster-wide informer
+	failing   atomic.Bool
+	forbidden atomic.Bool
 }
 
 // crdRecord is the compact form of a CRD: only what decides whether and how
@@ -108,10 +144,23 @@ func NewWatcher(cfg *rest.Config, opts WatcherOptions) (*Watcher, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
+	if len(opts.APIGroups) == 0 {
+		opts.APIGroups = DefaultAPIGroups
+	}
+	if err := ValidateAPIGroups(opts.APIGroups); err != nil {
+		return nil, err
+	}
+	// One informer per listed namespace: a namespace listed twice would
+	// otherwise be watched, and its objects reported, twice.
+	opts.Namespaces = dedupe(opts.Namespaces)
+	opts.ExcludeNamespaces = dedupe(opts.ExcludeNamespaces)
 	if err := ValidateNamespaces(opts.Namespaces, opts.ExcludeNamespaces); err != nil {
 		return nil, err
 	}
-	w := &Watcher{opts: opts, log: opts.Logger, kinds: map[string]*kindWatch{}}
+	w := &Watcher{opts: opts, log: opts.Logger, kinds: map[string]*kindWatch{}, groups: map[string]bool{}}
+	for _, g := range opts.APIGroups {
+		w.groups[g] = true
+	}
 	cfg = rest.CopyConfig(cfg)
 	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper { return &failureCounter{next: rt, w: w} })
 	client, err := dynamic.NewForConfig(cfg)
@@ -120,7 +169,7 @@ func NewWatcher(cfg *rest.Config, opts WatcherOptions) (*Watcher, error) {
 	}
 	w.client = client
 	w.crds = dynamicinformer.NewFilteredDynamicInformer(client, crdGVR, metav1.NamespaceAll, 0, cache.Indexers{}, nil).Informer()
-	if err := w.crds.SetTransform(transformCRD); err != nil {
+	if err := w.crds.SetTransform(w.transformCRD); err != nil {
 		return nil, fmt.Errorf("set CRD transform: %w", err)
 	}
 	if err := w.crds.SetWatchErrorHandler(func(_ *cache.Reflector, err error) {
@@ -162,14 +211,63 @@ func ValidateNamespaces(include, exclude []string) error {
 	return nil
 }
 
-func transformCRD(obj any) (any, error) {
+// ParseAPIGroups reads --flux.api-groups: comma-separated API groups,
+// without duplicates. Unlike the namespace lists, an empty entry is an
+// error: "a,,b" or a trailing comma is more likely a typo than a wish, and
+// an empty list would watch nothing.
+func ParseAPIGroups(s string) ([]string, error) {
+	if strings.TrimSpace(s) == "" {
+		return nil, fmt.Errorf("--flux.api-groups is empty, so no Flux kind would be watched; give comma-separated API groups, e.g. %s", strings.Join(DefaultAPIGroups[:2], ","))
+	}
+	var out []string
+	for i, g := range strings.Split(s, ",") {
+		g = strings.TrimSpace(g)
+		if g == "" {
+			return nil, fmt.Errorf("--flux.api-groups=%q: entry %d is empty; give comma-separated API groups, e.g. %s", s, i+1, strings.Join(DefaultAPIGroups[:2], ","))
+		}
+		out = append(out, g)
+	}
+	out = dedupe(out)
+	if err := ValidateAPIGroups(out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// ValidateAPIGroups rejects a group that no CRD can have: a CRD's
+// spec.group must be a lowercase DNS subdomain with at least one dot.
+func ValidateAPIGroups(groups []string) error {
+	for _, g := range groups {
+		errs := validation.IsDNS1123Subdomain(g)
+		if !strings.Contains(g, ".") {
+			errs = append(errs, "a CRD's group has at least one dot")
+		}
+		if len(errs) > 0 {
+			return fmt.Errorf("--flux.api-groups: %q is not an API group (%s); use the CRDs' spec.group, e.g. %s", g, strings.Join(errs, "; "), DefaultAPIGroups[0])
+		}
+	}
+	return nil
+}
+
+// dedupe drops repeated entries, keeping the first of each.
+func dedupe(list []string) []string {
+	var out []string
+	for _, s := range list {
+		if !slices.Contains(out, s) {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func (w *Watcher) transformCRD(obj any) (any, error) {
 	u, ok := obj.(*unstructured.Unstructured)
 	if !ok {
 		return obj, nil // already compact (the transform may see its own output)
 	}
 	r := &crdRecord{name: u.GetName(), fluxVersion: u.GetLabels()["app.kubernetes.io/version"]}
 	r.group, _, _ = unstructured.NestedString(u.Object, "spec", "group")
-	if !strings.HasSuffix(r.group, FluxGroupSuffix) {
+	if !w.groups[r.group] {
 		return r, nil
 	}
 	r.kind, _, _ = unstructured.NestedString(u.Object, "spec", "names", "kind")
@@ -209,13 +307,14 @@ func preferredVersion(u *unstructured.Unstructured) string {
 	return served[0]
 }
 
-// reconcile makes the running informers match the Established Flux CRDs.
-// It runs on every CRD event; CRDs are few, so a full diff is cheap.
+// reconcile makes the running informers match the Established CRDs of the
+// watched groups. It runs on every CRD event; CRDs are few, so a full diff
+// is cheap.
 func (w *Watcher) reconcile() {
 	want := map[string]Kind{}
 	for _, obj := range w.crds.GetStore().List() {
 		r, ok := obj.(*crdRecord)
-		if !ok || !r.established || r.version == "" || !strings.HasSuffix(r.group, FluxGroupSuffix) {
+		if !ok || !r.established || r.version == "" || !w.groups[r.group] {
 			continue
 		}
 		want[r.group+"/"+r.kind] = Kind{Group: r.group, Version: r.version, Kind: r.kind,
@@ -273,7 +372,7 @@ func (w *Watcher) start(k Kind) (*kindWatch, error) {
 		rec, errs := w.opts.Transform(k, u)
 		if len(errs) > 0 {
 			kw.objectErrors.Add(uint64(len(errs)))
-			w.log.Debug("Object has fields that cannot be read; reporting the rest", "kind", k.Kind,
+			w.log.Debug("Object has fields that cannot be read; reporting the rest", "kind", k.Kind, "group", k.Group,
 				"namespace", u.GetNamespace(), "name", u.GetName(), "errors", errors.Join(errs...))
 		}
 		return rec, nil
@@ -287,12 +386,20 @@ func (w *Watcher) start(k Kind) (*kindWatch, error) {
 		// Failures are counted by failureCounter, which also sees the ones
 		// client-go retries without calling this handler.
 		if err := inf.SetWatchErrorHandler(func(_ *cache.Reflector, err error) {
-			w.log.Warn("Watch failed; serving the cached objects while retrying", "kind", k.Kind, "namespace", ns, "err", err)
+			if apierrors.IsForbidden(err) {
+				return // failureCounter said so once, with what to grant; not on every retry
+			}
+			w.log.Warn("Watch failed; serving the cached objects while retrying", "kind", k.Kind, "group", k.Group, "namespace", ns, "err", err)
 		}); err != nil {
 			cancel()
 			return nil, fmt.Errorf("set watch error handler: %w", err)
 		}
 		kw.informers = append(kw.informers, inf)
+		kw.scopes = append(kw.scopes, &scope{namespace: ns})
+	}
+	// Start only once every scope exists: failureCounter looks them up
+	// from the first request on.
+	for _, inf := range kw.informers {
 		go inf.RunWithContext(ctx)
 	}
 	return kw, nil
@@ -305,7 +412,8 @@ func (w *Watcher) State() []KindState {
 	defer w.mu.RUnlock()
 	out := make([]KindState, 0, len(w.kinds))
 	for _, kw := range w.kinds {
-		s := KindState{Kind: kw.kind, Synced: kw.synced(), WatchErrors: kw.watchErrors.Load(), ObjectErrors: kw.objectErrors.Load()}
+		s := KindState{Kind: kw.kind, Synced: kw.synced(), Forbidden: kw.forbidden(),
+			WatchErrors: kw.watchErrors.Load(), ObjectErrors: kw.objectErrors.Load()}
 		// A half-filled cache would report objects as missing; until the
 		// first full list has landed, report the kind and no objects.
 		if s.Synced {
@@ -333,53 +441,85 @@ func (kw *kindWatch) synced() bool {
 	return true
 }
 
+func (kw *kindWatch) forbidden() bool {
+	for _, sc := range kw.scopes {
+		if sc.forbidden.Load() {
+			return true
+		}
+	}
+	return false
+}
+
+// pending reports whether an informer of the kind is still expected to
+// sync: a Forbidden one never will until RBAC changes, so waiting for it
+// would hold /-/ready at 503 for good.
+func (kw *kindWatch) pending() bool {
+	for i, inf := range kw.informers {
+		if !inf.HasSynced() && !kw.scopes[i].forbidden.Load() {
+			return true
+		}
+	}
+	return false
+}
+
 // Ready reports whether the CRD cache and every kind's cache have synced,
-// and otherwise which are still syncing.
+// and otherwise which are still syncing, as Kind.group. Kinds the API
+// server forbids are left out: they stay unsynced in the metrics
+// (flux_exporter_kind_synced 0, flux_exporter_kind_forbidden 1) instead.
 func (w *Watcher) Ready() (bool, []string) {
 	if !w.crds.HasSynced() {
 		return false, []string{"CustomResourceDefinition"}
 	}
+	w.mu.RLock()
 	var pending []string
-	for _, s := range w.State() {
-		if !s.Synced {
-			pending = append(pending, s.Kind.Kind)
+	for _, kw := range w.kinds {
+		if kw.pending() {
+			pending = append(pending, kw.kind.Kind+"."+kw.kind.Group)
 		}
 	}
+	w.mu.RUnlock()
+	sort.Strings(pending)
 	return len(pending) == 0, pending
 }
 
-// Exists reports whether the cache holds an object of this kind. Objects
-// the exporter does not watch (an unknown kind, a filtered namespace, a kind
-// still syncing) count as existing: only the cache's positive knowledge of
-// a deletion may expire state kept elsewhere, such as event series.
-func (w *Watcher) Exists(kind, namespace, name string) bool {
-	if !w.watches(namespace) {
-		return true
-	}
-	key := name
-	if namespace != "" {
-		key = namespace + "/" + name
-	}
+// Exists tells state kept elsewhere, such as event series, what the cache
+// knows of an object. watched is false when the cache cannot know: no
+// Established Flux CRD has this kind, or the kind is namespaced and the
+// namespace is outside --namespaces or in --namespaces-exclude. Such an
+// object may well exist, and the caller needs a clock of its own for it.
+// When watched, exists reports whether the cache holds the object; it is
+// also true while the kind's cache has not synced, because only a full
+// cache's positive knowledge of a deletion may expire that state.
+func (w *Watcher) Exists(kind, namespace, name string) (exists, watched bool) {
 	w.mu.RLock()
 	defer w.mu.RUnlock()
-	known := false
 	for _, kw := range w.kinds {
 		if kw.kind.Kind != kind {
 			continue
 		}
-		if !kw.synced() {
-			return true
+		key := name
+		if kw.kind.Namespaced {
+			// start applies the namespace filters to namespaced kinds only.
+			if !w.watches(namespace) {
+				continue
+			}
+			key = namespace + "/" + name
 		}
-		known = true
+		if !kw.synced() {
+			return true, true
+		}
+		watched = true
 		for _, inf := range kw.informers {
 			if _, ok, _ := inf.GetStore().GetByKey(key); ok {
-				return true
+				return true, true
 			}
 		}
 	}
-	return !known
+	return false, watched
 }
 
+// watches reports whether the namespace filters let the informers of a
+// namespaced kind see objects in namespace.
 func (w *Watcher) watches(namespace string) bool {
 	if slices.Contains(w.opts.ExcludeNamespaces, namespace) {
 		return false
@@ -397,7 +537,9 @@ func (w *Watcher) FluxVersion() string {
 	var first *Kind
 	for _, kw := range w.kinds {
 		k := kw.kind
-		if k.FluxVersion == "" {
+		// Only Flux's own CRDs carry the distribution version; the Flux
+		// Operator's carry the operator's.
+		if k.FluxVersion == "" || !strings.HasSuffix(k.Group, ".toolkit.fluxcd.io") {
 			continue
 		}
 		// The same choice as the first labelled kind in State's order.
@@ -424,42 +566,70 @@ func (f *failureCounter) RoundTrip(req *http.Request) (*http.Response, error) {
 	resp, err := f.next.RoundTrip(req)
 	// 410 Gone is the normal end of an expired watch, not a failure.
 	failed := err != nil || (resp.StatusCode >= 400 && resp.StatusCode != http.StatusGone)
-	if kw := f.w.kindOfPath(req.URL.Path); kw != nil {
-		switch {
-		case failed && !kw.failing.Swap(true):
-			reason := fmt.Sprint(err)
-			if err == nil {
-				reason = resp.Status
-			}
-			f.w.log.Warn("Requests for a Flux kind are failing; serving the cached objects while client-go retries",
-				"kind", kw.kind.Kind, "err", reason)
-		case !failed && kw.failing.Swap(false):
-			f.w.log.Info("Requests for a Flux kind succeed again", "kind", kw.kind.Kind)
+	kw, sc := f.w.scopeOfPath(req.URL.Path)
+	if kw == nil {
+		return resp, err
+	}
+	if failed {
+		kw.watchErrors.Add(1)
+	}
+	if sc == nil {
+		return resp, err
+	}
+	k := kw.kind
+	attrs := []any{"kind", k.Kind, "group", k.Group}
+	if sc.namespace != "" {
+		attrs = append(attrs, "namespace", sc.namespace)
+	}
+	switch {
+	case failed && err == nil && resp.StatusCode == http.StatusForbidden:
+		// RBAC, not an outage: retries cannot fix it, so say once what
+		// would, and stop readiness waiting for this informer.
+		sc.failing.Store(true)
+		if !sc.forbidden.Swap(true) {
+			f.w.log.Error("Forbidden to list and watch a Flux kind; it reports no objects and /-/ready does not wait for it",
+				append(attrs, "fix", fmt.Sprintf("grant get, list, watch on %s/%s to the exporter's ServiceAccount, or drop %s from --flux.api-groups", k.Group, k.Resource, k.Group))...)
 		}
-		if failed {
-			kw.watchErrors.Add(1)
+	case failed && !sc.failing.Swap(true):
+		reason := fmt.Sprint(err)
+		if err == nil {
+			reason = resp.Status
+		}
+		f.w.log.Warn("Requests for a Flux kind are failing; serving the cached objects while client-go retries",
+			append(attrs, "err", reason)...)
+	case !failed:
+		sc.forbidden.Store(false)
+		if sc.failing.Swap(false) {
+			f.w.log.Info("Requests for a Flux kind succeed again", attrs...)
 		}
 	}
 	return resp, err
 }
 
-// kindOfPath maps /apis/<group>/<version>[/namespaces/<ns>]/<resource> to
-// its watched kind.
-func (w *Watcher) kindOfPath(path string) *kindWatch {
+// scopeOfPath maps /apis/<group>/<version>[/namespaces/<ns>]/<resource> to
+// its watched kind and to the informer's scope that made the request, or
+// nil when no informer of the kind watches that namespace.
+func (w *Watcher) scopeOfPath(path string) (*kindWatch, *scope) {
 	parts := strings.Split(strings.Trim(path, "/"), "/")
 	if len(parts) < 4 || parts[0] != "apis" {
-		return nil
+		return nil, nil
 	}
-	group, rest := parts[1], parts[3:]
+	group, rest, ns := parts[1], parts[3:], ""
 	if rest[0] == "namespaces" && len(rest) >= 3 {
-		rest = rest[2:]
+		ns, rest = rest[1], rest[2:]
 	}
 	w.mu.RLock()
 	defer w.mu.RUnlock()
 	for _, kw := range w.kinds {
-		if kw.kind.Group == group && kw.kind.Resource == rest[0] {
-			return kw
+		if kw.kind.Group != group || kw.kind.Resource != rest[0] {
+			continue
 		}
+		for _, sc := range kw.scopes {
+			if sc.namespace == ns {
+				return kw, sc
+			}
+		}
+		return kw, nil
 	}
-	return nil
+	return nil, nil
 }

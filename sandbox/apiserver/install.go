@@ -27,7 +27,10 @@ const (
 	createSleepWindow = 2 * time.Second
 )
 
-// InstallFluxCRDs installs the real Flux CRDs embedded in sandbox/crds.
+// InstallFluxCRDs installs the Flux CRDs embedded in sandbox/crds: the real
+// toolkit ones and our FluxInstance of the Flux Operator's group, which does
+// not end in .fluxcd.io and so proves that discovery follows
+// --flux.api-groups.
 func (s *Server) InstallFluxCRDs(ctx context.Context) error {
 	manifests, err := crds.Flux()
 	if err != nil {

@@ -335,6 +335,7 @@ var gvrs = map[string]schema.GroupVersionResource{
 	"ImagePolicy":           {Group: "image.toolkit.fluxcd.io", Version: "v1", Resource: "imagepolicies"},
 	"ImageUpdateAutomation": {Group: "image.toolkit.fluxcd.io", Version: "v1", Resource: "imageupdateautomations"},
 	"ArtifactGenerator":     {Group: "source.extensions.fluxcd.io", Version: "v1beta1", Resource: "artifactgenerators"},
+	"FluxInstance":          {Group: "fluxcd.controlplane.io", Version: "v1", Resource: "fluxinstances"},
 }
 
 // apply creates the object from YAML, then writes its status through the

@@ -32,6 +32,7 @@ import (
 	"k8s.io/client-go/restmapper"
 	"sigs.k8s.io/yaml"
 
+	"github.com/flux-exporter/flux_exporter/kube"
 	"github.com/flux-exporter/flux_exporter/sandbox/apiserver"
 	"github.com/flux-exporter/flux_exporter/sandbox/crds/monitoring"
 	"github.com/flux-exporter/flux_exporter/sandbox/standin"
@@ -50,13 +51,10 @@ var (
 // components are the kustomize components under deploy/components.
 var components = []string{"servicemonitor", "prometheusrule", "dashboards", "networkpolicy", "events", "webconfig"}
 
-// fluxGroups are the API groups whose kinds flux_exporter discovers: every
-// group ending in .fluxcd.io that Flux and the Flux Operator serve.
-var fluxGroups = []string{
-	"source.toolkit.fluxcd.io", "kustomize.toolkit.fluxcd.io", "helm.toolkit.fluxcd.io",
-	"notification.toolkit.fluxcd.io", "image.toolkit.fluxcd.io", "source.extensions.fluxcd.io",
-	"fluxcd.controlplane.io",
-}
+// fluxGroups are the API groups whose kinds flux_exporter discovers by
+// default: the default of --flux.api-groups, the one list both installs
+// must grant, no more and no less.
+var fluxGroups = kube.DefaultAPIGroups
 
 // grant is one permission: verb on group/resource, cluster-wide when
 // namespace is empty.
@@ -728,6 +726,9 @@ func TestChartSchemaRejectsBadValues(t *testing.T) {
 		{"prometheusRule.rules.FluxResourceNotReady.severity=page", "/prometheusRule/rules/FluxResourceNotReady/severity"},
 		{"prometheusRule.enabled=true,prometheusRule.rules.NoSuchAlert.for=1h", "prometheusRule.rules.NoSuchAlert"},
 		{"webConfig.enabled=true", "webConfig.enabled needs"},
+		{"flux.apiGroups={source}", "/flux/apiGroups/0"},
+		{"flux.apiGroups={Source.toolkit.fluxcd.io}", "/flux/apiGroups/0"},
+		{"flux.apiGroups={}", "/flux/apiGroups"},
 	} {
 		out, stderr, err := commandResult(t, "", helm, "template", "x", chartDir, "--set", tc.set)
 		if err == nil {
@@ -942,5 +943,31 @@ func TestInstallVersions(t *testing.T) {
 		if _, stderr, err := commandResult(t, repoRoot, "git", "check-ignore", "-q", "--no-index", generated); err != nil {
 			t.Errorf("%s is written by deploy/generate.sh and must be gitignored: git check-ignore: %v %s", generated, err, stderr)
 		}
+	}
+}
+
+// TestChartAPIGroupsValue checks that flux.apiGroups is the one source of
+// the groups in the chart: the ClusterRole grants exactly them and the
+// exporter is told to watch exactly them.
+func TestChartAPIGroupsValue(t *testing.T) {
+	helm := helmBinary(t)
+	want := []string{"fluxcd.controlplane.io", "source.toolkit.fluxcd.io"}
+	objs := helmTemplate(t, helm, "x", "monitoring", "--set", "flux.apiGroups={"+strings.Join(want, ",")+"}")
+	if args := containerArgs(t, only1(t, objs, "Deployment")); !slices.Contains(args, "--flux.api-groups="+strings.Join(want, ",")) {
+		t.Errorf("the container's args lack --flux.api-groups=%s: %v", strings.Join(want, ","), args)
+	}
+	rules, _, _ := unstructured.NestedSlice(only1(t, objs, "ClusterRole").Object, "rules")
+	var granted [][]string
+	for _, r := range rules {
+		var rule struct{ APIGroups, Resources []string }
+		if err := fromUnstructured(r, &rule); err != nil {
+			t.Fatal(err)
+		}
+		if slices.Equal(rule.Resources, []string{"*"}) {
+			granted = append(granted, rule.APIGroups)
+		}
+	}
+	if len(granted) != 1 || !slices.Equal(granted[0], want) {
+		t.Errorf("the ClusterRole grants every resource of %v, want exactly %v", granted, want)
 	}
 }

@@ -64,7 +64,7 @@ func TestScrapeFollowsTheAPIServer(t *testing.T) {
 		if _, ok := s.value("flux_exporter_kind_info", map[string]string{"kind": kind, "group": gvr.Group, "version": gvr.Version, "resource": gvr.Resource}); !ok {
 			t.Errorf("no flux_exporter_kind_info for %s %s", kind, gvr)
 		}
-		if v, _ := s.value("flux_exporter_kind_synced", map[string]string{"kind": kind}); v != 1 {
+		if v, _ := s.value("flux_exporter_kind_synced", map[string]string{"group": gvr.Group, "kind": kind}); v != 1 {
 			t.Errorf("kind %s not synced", kind)
 		}
 	}
@@ -149,7 +149,7 @@ func TestScrapeFollowsTheAPIServer(t *testing.T) {
 		if strings.Contains(s.text, `name="podinfo"`) {
 			return fmt.Errorf("series of the deleted object remain:\n%s", grep(s.text, `name="podinfo"`))
 		}
-		if v, _ := s.value("flux_exporter_kind_objects", map[string]string{"kind": "GitRepository"}); v != 0 {
+		if v, _ := s.value("flux_exporter_kind_objects", map[string]string{"group": "source.toolkit.fluxcd.io", "kind": "GitRepository"}); v != 0 {
 			return fmt.Errorf("kind_objects %v, want 0", v)
 		}
 		return nil
@@ -311,6 +311,8 @@ current-context: c
 		{"unknown flag", []string{"--no-such-flag"}, 2, []string{"no-such-flag", "--help"}},
 		{"bad duration", []string{"--kube.startup-timeout=soon"}, 2, []string{"kube.startup-timeout"}},
 		{"conflicting namespaces", []string{"--kube.config=" + unreachable, "--namespaces=a,b", "--namespaces-exclude=a", "--kube.startup-timeout=1s"}, 2, []string{`"a"`, "--namespaces-exclude"}},
+		{"empty API group", []string{"--kube.config=" + unreachable, "--flux.api-groups=source.toolkit.fluxcd.io,,fluxcd.controlplane.io"}, 2, []string{"--flux.api-groups", "entry 2 is empty"}},
+		{"invalid API group", []string{"--kube.config=" + unreachable, "--flux.api-groups=Source"}, 2, []string{"--flux.api-groups", `"Source" is not an API group`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := runExporter(t, append([]string{"--web.listen-address=127.0.0.1:0"}, tc.args...)...)
@@ -321,6 +323,10 @@ current-context: c
 				if !strings.Contains(e.logs.String(), w) {
 					t.Errorf("output lacks %q:\n%s", w, e.logs)
 				}
+			}
+			// A bad flag is one line that says what to fix.
+			if tc.code == 2 && strings.Count(strings.TrimSpace(e.logs.String()), "\n") != 0 {
+				t.Errorf("a bad flag gave more than one line:\n%s", e.logs)
 			}
 		})
 	}

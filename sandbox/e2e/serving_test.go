@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"fmt"
 	"net/http"
 	"os"
@@ -12,9 +11,6 @@ import (
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
-	rbacv1 "k8s.io/api/rbac/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/flux-exporter/flux_exporter/sandbox/apiserver"
 )
@@ -145,61 +141,6 @@ func TestNamespaceFilters(t *testing.T) {
 	if s := except.scrape(); !strings.Contains(s.text, "\ngo_goroutines") {
 		t.Error("exporter metrics missing by default")
 	}
-}
-
-// TestReadyWaitsForEveryKind runs the exporter as a ServiceAccount that may
-// read CRDs and every Flux kind but HelmReleases: /-/ready must answer 503
-// and name the kind whose cache cannot sync, and that kind reports no
-// objects rather than a partial list.
-func TestReadyWaitsForEveryKind(t *testing.T) {
-	c := newCluster(t, apiserver.ModeFull)
-	ctx := context.Background()
-	kc, err := kubernetes.NewForConfig(c.srv.RESTConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
-	var groups []string
-	for _, gvr := range gvrs {
-		if gvr.Group != "helm.toolkit.fluxcd.io" && gvr.Group != "source.extensions.fluxcd.io" {
-			groups = append(groups, gvr.Group)
-		}
-	}
-	role := &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "no-helmreleases"}, Rules: []rbacv1.PolicyRule{
-		{APIGroups: []string{"apiextensions.k8s.io"}, Resources: []string{"customresourcedefinitions"}, Verbs: []string{"get", "list", "watch"}},
-		{APIGroups: groups, Resources: []string{"*"}, Verbs: []string{"get", "list", "watch"}},
-	}}
-	if _, err := kc.RbacV1().ClusterRoles().Create(ctx, role, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := kc.RbacV1().ClusterRoleBindings().Create(ctx, &rbacv1.ClusterRoleBinding{
-		ObjectMeta: metav1.ObjectMeta{Name: "no-helmreleases"},
-		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "no-helmreleases"},
-		Subjects:   []rbacv1.Subject{{Kind: "ServiceAccount", Namespace: "monitoring", Name: "exporter"}},
-	}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	sa, err := c.srv.ServiceAccountConfig(ctx, "monitoring", "exporter")
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := startExporter(t, writeTokenKubeconfig(t, sa), "--no-collector.controllers")
-	eventually(t, 30*time.Second, func() error {
-		code, body := e.get("/-/ready", nil)
-		if code != http.StatusServiceUnavailable || !strings.Contains(body, "HelmRelease") || strings.Contains(body, "GitRepository") {
-			return fmt.Errorf("/-/ready answered %d %q, want 503 naming only HelmRelease", code, body)
-		}
-		s := e.scrape()
-		if v, ok := s.value("flux_exporter_kind_synced", map[string]string{"kind": "HelmRelease"}); !ok || v != 0 {
-			return fmt.Errorf("HelmRelease synced=%v (found %v), want 0", v, ok)
-		}
-		if v, _ := s.value("flux_exporter_kind_synced", map[string]string{"kind": "GitRepository"}); v != 1 {
-			return fmt.Errorf("GitRepository not synced")
-		}
-		if v, _ := s.value("flux_exporter_watch_errors_total", map[string]string{"kind": "HelmRelease"}); v < 1 {
-			return fmt.Errorf("the forbidden list is not counted as a watch error")
-		}
-		return nil
-	})
 }
 
 func lastLines(s string, n int) string {

@@ -9,6 +9,8 @@ const (
 	groupHelm         = "helm.toolkit.fluxcd.io"
 	groupNotification = "notification.toolkit.fluxcd.io"
 	groupImage        = "image.toolkit.fluxcd.io"
+	// The Flux Operator's group; its CRD is ours (sandbox/crds/operator).
+	groupOperator = "fluxcd.controlplane.io"
 )
 
 // Kind names, as Flux spells them.
@@ -27,6 +29,7 @@ const (
 	KindImageRepository       = "ImageRepository"
 	KindImagePolicy           = "ImagePolicy"
 	KindImageUpdateAutomation = "ImageUpdateAutomation"
+	KindFluxInstance          = "FluxInstance"
 )
 
 // Kinds lists every kind the fleet generates, in a stable order.
@@ -45,6 +48,7 @@ var Kinds = []schema.GroupKind{
 	{Group: groupImage, Kind: KindImageRepository},
 	{Group: groupImage, Kind: KindImagePolicy},
 	{Group: groupImage, Kind: KindImageUpdateAutomation},
+	{Group: groupOperator, Kind: KindFluxInstance},
 }
 
 // schemaVersions are the API versions whose schemas the generated specs and

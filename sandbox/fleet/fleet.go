@@ -35,7 +35,7 @@ type Options struct {
 }
 
 // MinObjectsForAllKinds is the smallest fleet that contains every kind.
-const MinObjectsForAllKinds = 22
+const MinObjectsForAllKinds = 23
 
 // State is what the fleet asked a controller to have written for an object.
 type State string

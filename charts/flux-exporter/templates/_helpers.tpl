@@ -91,6 +91,7 @@ value here (sandbox/e2e/install_test.go checks against --help). */}}
 {{- $a = append $a (printf "--namespaces-exclude=%s" (join "," $v.namespacesExclude)) -}}
 {{- $a = append $a (printf "--flux.namespace=%s" $v.flux.namespace) -}}
 {{- $a = append $a (printf "--flux.controllers-selector=%s" $v.flux.controllersSelector) -}}
+{{- $a = append $a (printf "--flux.api-groups=%s" (join "," $v.flux.apiGroups)) -}}
 {{- $a = append $a (printf "--controllers.timeout=%s" $v.controllers.timeout) -}}
 {{- range $name, $on := $v.collectors -}}
 {{- $a = append $a (include "flux-exporter.boolFlag" (list (printf "collector.%s" $name) $on)) -}}
