@@ -33,8 +33,11 @@ type info struct {
 // differs and an unknown kind is simply the empty entry.
 type kindSpec struct {
 	revision, sourceName, url, ref, path field
-	gauges                               []gauge
-	infos                                []info
+	// static reports objects that their controller never gives a status;
+	// flux get prints them as Ready (see docs/flux-semantics.md).
+	static predicate
+	gauges []gauge
+	infos  []info
 }
 
 var (
@@ -49,12 +52,14 @@ var (
 		"type", "status", "reason")
 	conditionTransitionDesc = objectDesc("resource", "condition_last_transition_timestamp_seconds",
 		"When the status condition last changed, in Unix seconds.", "type")
+	conditionGenerationDesc = objectDesc("resource", "condition_observed_generation",
+		"The metadata.generation the controller was acting on when it last set the condition (status.conditions[].observedGeneration). Ready is rewritten on every reconcile attempt, failed ones included, so a Ready observed generation below metadata.generation means the controller has not yet acted on the spec.", "type")
 
 	// genericGauges apply to every kind; a kind's own gauges follow them.
 	genericGauges = []gauge{
 		{objectDesc("resource", "suspended", "Whether reconciliation of the Flux object is suspended (1) or not (0)."), flag("spec", "suspend")},
 		{objectDesc("resource", "generation", "The object's metadata.generation; it increases on every spec change."), num("metadata", "generation")},
-		{objectDesc("resource", "observed_generation", "The generation the controller last reconciled (status.observedGeneration). If it stays below generation, the controller is not processing the object."), num("status", "observedGeneration")},
+		{objectDesc("resource", "observed_generation", "The generation of the last reconcile that ended well (status.observedGeneration); it stays behind while reconciles of a new spec fail. Whether the controller acts on the spec at all is flux_resource_condition_observed_generation{type=\"Ready\"}."), num("status", "observedGeneration")},
 		{objectDesc("resource", "interval_seconds", "The reconciliation interval from spec.interval, in seconds."), duration("spec", "interval")},
 		{objectDesc("resource", "created_timestamp_seconds", "When the object was created, in Unix seconds."), timestamp("metadata", "creationTimestamp")},
 		{objectDesc("source", "artifact_size_bytes", "Size of the source's current artifact (status.artifact.size), in bytes."), num("status", "artifact", "size")},
@@ -67,15 +72,24 @@ var (
 		url:        str("spec", "url"),
 		ref:        none,
 		path:       none,
+		static:     never,
 	}
 
 	// kinds is the table of known Flux kinds, by Kind name.
 	kinds = map[string]kindSpec{
-		"GitRepository": {ref: firstOf(str("spec", "ref", "branch"), str("spec", "ref", "tag"),
-			str("spec", "ref", "semver"), str("spec", "ref", "name"), str("spec", "ref", "commit"))},
-		"OCIRepository": {ref: firstOf(str("spec", "ref", "tag"), str("spec", "ref", "semver"), str("spec", "ref", "digest"))},
-		"Bucket":        {url: str("spec", "endpoint"), ref: str("spec", "bucketName")},
-		"HelmChart":     {ref: str("spec", "version"), path: str("spec", "chart")},
+		// The ref source-controller checks out: the first of these it finds
+		// set, else its default (docs/flux-semantics.md, "Which ref"). For
+		// Git the order is fluxcd/pkg git/gogit Client.Clone's, where a tag
+		// wins over a semver range, whatever the API comments say.
+		"GitRepository": {ref: firstOf(str("spec", "ref", "commit"), str("spec", "ref", "name"),
+			str("spec", "ref", "tag"), str("spec", "ref", "semver"), str("spec", "ref", "branch"), constant("master"))},
+		"OCIRepository": {ref: firstOf(str("spec", "ref", "digest"), str("spec", "ref", "semver"),
+			str("spec", "ref", "tag"), constant("latest"))},
+		"HelmRepository": {static: equals("oci", "spec", "type")},
+		"Bucket":         {url: str("spec", "endpoint"), ref: str("spec", "bucketName")},
+		"HelmChart":      {ref: firstOf(str("spec", "version"), constant("*")), path: str("spec", "chart")},
+		"Alert":          {static: always},
+		"Provider":       {static: always},
 		"Kustomization": {
 			revision: str("status", "lastAppliedRevision"),
 			path:     str("spec", "path"),
@@ -83,17 +97,20 @@ var (
 				{objectDesc("kustomization", "inventory_entries", "Number of Kubernetes objects the Kustomization manages (status.inventory.entries)."), length("status", "inventory", "entries")},
 				{objectDesc("kustomization", "last_reconcile_timestamp_seconds", "When the Kustomization was last reconciled (status.history[0].lastReconciled), in Unix seconds."), timestamp("status", "history", 0, "lastReconciled")},
 				{objectDesc("kustomization", "last_reconcile_duration_seconds", "How long the last reconciliation took (status.history[0].lastReconciledDuration), in seconds."), duration("status", "history", 0, "lastReconciledDuration")},
-				{objectDesc("kustomization", "reconciliations", "Reconciliations of the current revision (status.history[0].totalReconciliations)."), num("status", "history", 0, "totalReconciliations")},
+				{objectDesc("kustomization", "reconciliations", "Reconciliations that built the same manifests with the same outcome as the last one (status.history[0].totalReconciliations)."), num("status", "history", 0, "totalReconciliations")},
 			},
 		},
 		"HelmRelease": {
-			revision:   str("status", "history", 0, "chartVersion"),
+			// As flux get prints it: the deployed chart version, else the
+			// chart version last attempted (a first install that failed).
+			revision:   firstOf(str("status", "history", 0, "chartVersion"), str("status", "lastAttemptedRevision")),
 			sourceName: firstOf(str("spec", "chartRef", "name"), str("spec", "chart", "spec", "sourceRef", "name")),
 			gauges: []gauge{
 				{objectDesc("helmrelease", "release_revision", "The Helm release version (status.history[0].version); it increases on each install, upgrade or rollback."), num("status", "history", 0, "version")},
-				{objectDesc("helmrelease", "failures", "Reconciliation failures since the last success (status.failures)."), numOrZero("status", "failures")},
-				{objectDesc("helmrelease", "install_failures", "Install failures since the last success (status.installFailures)."), numOrZero("status", "installFailures")},
-				{objectDesc("helmrelease", "upgrade_failures", "Upgrade failures since the last success (status.upgradeFailures)."), numOrZero("status", "upgradeFailures")},
+				{objectDesc("helmrelease", "failures", "Failed Helm actions (install, upgrade, test, rollback, uninstall) against the current desired state: helm-controller clears it when the generation, chart version or values change, or on a reset request (status.failures)."), numOrZero("status", "failures")},
+				{objectDesc("helmrelease", "install_failures", "Failed installs against the current desired state, counted towards install remediation retries (status.installFailures)."), numOrZero("status", "installFailures")},
+				{objectDesc("helmrelease", "upgrade_failures", "Failed upgrades against the current desired state, counted towards upgrade remediation retries (status.upgradeFailures)."), numOrZero("status", "upgradeFailures")},
+				{objectDesc("helmrelease", "last_action_duration_seconds", "How long helm-controller's last install or upgrade took (status.lastAttemptedReleaseActionDuration), in seconds."), duration("status", "lastAttemptedReleaseActionDuration")},
 				{objectDesc("helmrelease", "last_deployed_timestamp_seconds", "When the current Helm release was last deployed (status.history[0].lastDeployed), in Unix seconds."), timestamp("status", "history", 0, "lastDeployed")},
 			},
 			infos: []info{{
@@ -106,7 +123,8 @@ var (
 					str("status", "history", 0, "action"), str("status", "storageNamespace")},
 			}},
 		},
-		"Receiver": {url: str("status", "webhookPath")},
+		// The webhook path is the generic Receiver's only credential.
+		"Receiver": {url: redactedPath(str("status", "webhookPath"))},
 		"ImageRepository": {
 			url:      str("spec", "image"),
 			revision: str("status", "lastScanResult", "revision"),
@@ -190,6 +208,9 @@ func resolve(s kindSpec) *kindSpec {
 			*f.dst = f.def
 		}
 	}
+	if s.static == nil {
+		s.static = defaultSpec.static
+	}
 	s.gauges = append(append([]gauge{}, genericGauges...), s.gauges...)
 	return &s
 }
@@ -197,7 +218,7 @@ func resolve(s kindSpec) *kindSpec {
 // allDescs lists every per-object family, for docs and Describe.
 func allDescs() []*prometheus.Desc {
 	seen := map[*prometheus.Desc]bool{}
-	out := []*prometheus.Desc{resourceInfoDesc, attemptedRevisionDesc, conditionDesc, conditionTransitionDesc}
+	out := []*prometheus.Desc{resourceInfoDesc, attemptedRevisionDesc, conditionDesc, conditionTransitionDesc, conditionGenerationDesc}
 	for _, s := range resolvedSpecs {
 		for _, g := range s.gauges {
 			if !seen[g.desc] {

@@ -211,3 +211,18 @@ func conditionBool(b bool) string {
 	}
 	return "False"
 }
+
+// predicate is a yes/no question about an object.
+type predicate func(r *reader) bool
+
+func never(*reader) bool  { return false }
+func always(*reader) bool { return true }
+
+// equals asks whether the string at path is want.
+func equals(want string, path ...any) predicate {
+	return func(r *reader) bool { return r.str(path...) == want }
+}
+
+// constant is a field's value when nothing in the object sets it, such as a
+// controller's documented default.
+func constant(s string) field { return func(*reader) string { return s } }

@@ -32,6 +32,7 @@ type Record struct {
 type condition struct {
 	typ, status, reason string
 	lastTransition      float64 // NaN when absent
+	observedGeneration  float64 // NaN when absent
 }
 
 // GetObjectMeta gives the informer cache its namespace/name key.
@@ -51,15 +52,10 @@ func Decode(k kube.Kind, u *unstructured.Unstructured) (metav1.ObjectMetaAccesso
 		conditions:        r.conditions(),
 		spec:              spec,
 	}
-	ready, reason := "Unknown", ""
-	for _, c := range rec.conditions {
-		if c.typ == "Ready" {
-			ready, reason = c.status, c.reason
-		}
-	}
+	ready, reason := readiness(spec, r, rec.conditions)
 	suspended, _ := r.boolean("spec", "suspend")
 	rec.info = []string{r.str("metadata", "uid"), ready, reason, conditionBool(suspended),
-		spec.revision(r), spec.sourceName(r), spec.url(r), spec.ref(r), spec.path(r)}
+		spec.revision(r), spec.sourceName(r), redactURL(spec.url(r)), spec.ref(r), spec.path(r)}
 
 	rec.values = make([]float64, len(spec.gauges))
 	for i, g := range spec.gauges {
@@ -83,6 +79,23 @@ func Decode(k kube.Kind, u *unstructured.Unstructured) (metav1.ObjectMetaAccesso
 		}
 	}
 	return rec, r.errs
+}
+
+// readiness is the READY column of flux get (v2.9.5, cmd/flux/get.go
+// statusAndMessage and the Alert, Provider and HelmRepository listers):
+// True for objects their controller never gives a status, the Ready
+// condition's status and reason when there is one, else False, which flux
+// get explains as "waiting to be reconciled".
+func readiness(spec *kindSpec, r *reader, conds []condition) (status, reason string) {
+	if spec.static(r) {
+		return "True", ""
+	}
+	for _, c := range conds {
+		if c.typ == "Ready" {
+			return c.status, c.reason
+		}
+	}
+	return "False", ""
 }
 
 // conditions reads status.conditions; malformed entries are skipped and
@@ -117,9 +130,12 @@ func (r *reader) conditions() []condition {
 		if c.status == "" {
 			c.status = "Unknown"
 		}
-		c.lastTransition = absent
+		c.lastTransition, c.observedGeneration = absent, absent
 		if t, ok := r.timestamp(at("lastTransitionTime")...); ok {
 			c.lastTransition = t
+		}
+		if g, ok := r.num(at("observedGeneration")...); ok {
+			c.observedGeneration = g
 		}
 		out = append(out, c)
 	}
@@ -151,6 +167,9 @@ func (rec *Record) emit(kind string, ch chan<- prometheus.Metric) error {
 		send(conditionDesc, 1, c.typ, c.status, c.reason)
 		if !isAbsent(c.lastTransition) {
 			send(conditionTransitionDesc, c.lastTransition, c.typ)
+		}
+		if !isAbsent(c.observedGeneration) {
+			send(conditionGenerationDesc, c.observedGeneration, c.typ)
 		}
 	}
 	for i, g := range rec.spec.gauges {

@@ -167,16 +167,28 @@ func checkAgainstServer(t *testing.T, s scrape, listed map[string][]unstructured
 				t.Errorf("%s: %d flux_resource_info series, want 1", where, len(infos))
 				continue
 			}
-			ready, reason := readyCondition(u)
 			suspended := "False"
 			if sus, _, _ := unstructured.NestedBool(u.Object, "spec", "suspend"); sus {
 				suspended = "True"
 			}
 			got := labels(infos[0])
-			want := map[string]string{"ready": ready, "reason": reason, "suspended": suspended, "uid": string(u.GetUID())}
+			want := map[string]string{"suspended": suspended, "uid": string(u.GetUID())}
 			for k, v := range want {
 				if got[k] != v {
 					t.Errorf("%s: flux_resource_info %s=%q, the object says %q", where, k, got[k], v)
+				}
+			}
+			// The Ready condition as kubectl shows it; the ready label is
+			// what flux get prints, which TestFluxCLIParity checks.
+			readyConds := s.find("flux_resource_condition", map[string]string{"kind": kind, "exported_namespace": u.GetNamespace(), "name": u.GetName(), "type": "Ready"})
+			switch status, reason, ok := readyCondition(u); {
+			case !ok && len(readyConds) != 0:
+				t.Errorf("%s: a Ready condition series, but the object has no Ready condition", where)
+			case ok && len(readyConds) != 1:
+				t.Errorf("%s: %d Ready condition series, want 1", where, len(readyConds))
+			case ok:
+				if l := labels(readyConds[0]); l["status"] != status || l["reason"] != reason {
+					t.Errorf("%s: Ready condition %s/%s, the object says %s/%s", where, l["status"], l["reason"], status, reason)
 				}
 			}
 			created := u.GetCreationTimestamp().Time
@@ -200,19 +212,19 @@ func checkAgainstServer(t *testing.T, s scrape, listed map[string][]unstructured
 	}
 }
 
-// readyCondition is the status and reason of the Ready condition, or
-// Unknown and "" when the object has none.
-func readyCondition(u unstructured.Unstructured) (status, reason string) {
+// readyCondition is the status and reason of the Ready condition; ok is
+// false when the object has none.
+func readyCondition(u unstructured.Unstructured) (status, reason string, ok bool) {
 	conds, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
 	for _, c := range conds {
 		m, _ := c.(map[string]any)
 		if m["type"] == "Ready" {
 			status, _ = m["status"].(string)
 			reason, _ = m["reason"].(string)
-			return status, reason
+			return status, reason, true
 		}
 	}
-	return "Unknown", ""
+	return "", "", false
 }
 
 // checkFleetGolden keeps the per-object families of the scrape (those with

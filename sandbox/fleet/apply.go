@@ -181,3 +181,36 @@ func earlierSpec(kind string, final map[string]any, back int) (map[string]any, e
 	}
 	return s, nil
 }
+
+// FromManifest plans an object written by hand, such as a test input taken
+// from a Flux bug report, so that Apply writes it as it writes generated
+// ones: its metadata.generation (default 1) is reached by spec edits, which
+// need a spec.interval to edit, and its status, if any, goes through the
+// status subresource. Its State is left empty.
+func FromManifest(u *unstructured.Unstructured) (*Object, error) {
+	gv, err := schema.ParseGroupVersion(u.GetAPIVersion())
+	if err != nil {
+		return nil, fmt.Errorf("%s %s/%s: %w", u.GetKind(), u.GetNamespace(), u.GetName(), err)
+	}
+	if u.GetKind() == "" || u.GetName() == "" {
+		return nil, fmt.Errorf("manifest needs a kind and a name: %v", u.Object["metadata"])
+	}
+	gen := u.GetGeneration()
+	if gen == 0 {
+		gen = 1
+	}
+	if gen > 1 {
+		if _, err := earlierSpec(u.GetKind(), mapAt(u.Object, "spec"), int(gen)-1); err != nil {
+			return nil, fmt.Errorf("%s %s/%s: %w", u.GetKind(), u.GetNamespace(), u.GetName(), err)
+		}
+	}
+	obj := u.DeepCopy()
+	unstructured.RemoveNestedField(obj.Object, "metadata", "generation")
+	suspended, _, _ := unstructured.NestedBool(obj.Object, "spec", "suspend")
+	return &Object{Group: gv.Group, Kind: u.GetKind(), Suspended: suspended, Generation: gen, Object: obj}, nil
+}
+
+func mapAt(obj map[string]any, key string) map[string]any {
+	m, _ := obj[key].(map[string]any)
+	return m
+}

@@ -81,24 +81,24 @@ func (g *gen) imageRepository(ns, app, image string) []string {
 	since := g.ago(hour, 20*day)
 	switch p.st {
 	case StateReady:
-		status["conditions"] = []any{cond("Ready", "True", "Succeeded", readyMsg, p.obs, since)}
+		status["conditions"] = []any{cond("Ready", "True", "Succeeded", readyMsg, p.cond, since)}
 	case StateProgressing:
 		started := g.ago(0, 2*minute)
 		status["conditions"] = []any{
-			cond("Reconciling", "True", "Progressing", "reconciliation in progress", p.gen, started),
-			cond("Ready", "Unknown", "Progressing", "reconciliation in progress", p.obs, started),
+			cond("Reconciling", "True", "Progressing", "reconciliation in progress", p.cond, started),
+			cond("Ready", "Unknown", "Progressing", "reconciliation in progress", p.cond, started),
 		}
 	case StateFailing:
 		failed := g.ago(minute, 6*hour)
 		scan["scanTime"] = ts(failed.Add(-10 * minute))
 		msg := fmt.Sprintf("failed to scan image '%s': GET https://ghcr.io/v2/acme/%s/tags/list?n=1000: UNAUTHORIZED: authentication required", image, app)
-		status["conditions"] = []any{cond("Ready", "False", "AuthenticationFailed", msg, p.obs, failed)}
+		status["conditions"] = []any{cond("Ready", "False", "AuthenticationFailed", msg, p.cond, failed)}
 	case StateStalled:
 		stalled := g.ago(10*minute, 3*day)
 		msg := fmt.Sprintf("invalid image name '%s': could not parse reference", image)
 		status["conditions"] = []any{
-			cond("Stalled", "True", "ImageURLInvalid", msg, p.obs, stalled),
-			cond("Ready", "False", "ImageURLInvalid", msg, p.obs, stalled),
+			cond("Stalled", "True", "ImageURLInvalid", msg, p.cond, stalled),
+			cond("Ready", "False", "ImageURLInvalid", msg, p.cond, stalled),
 		}
 		scan = nil
 		tags = nil
@@ -154,12 +154,12 @@ func (g *gen) imagePolicy(ns, app, image string, tags []string, patchOnly bool) 
 		if len(tags) > 1 && g.chance(0.5) {
 			status["observedPreviousRef"] = map[string]any{"name": image, "tag": tags[1]}
 		}
-		status["conditions"] = []any{cond("Ready", "True", "Succeeded", fmt.Sprintf("Latest image tag for %s resolved to %s", image, tags[0]), p.obs, g.ago(hour, 10*day))}
+		status["conditions"] = []any{cond("Ready", "True", "Succeeded", fmt.Sprintf("Latest image tag for %s resolved to %s", image, tags[0]), p.cond, g.ago(hour, 10*day))}
 		if p.st == StateProgressing {
 			started := g.ago(0, 2*minute)
 			status["conditions"] = []any{
-				cond("Reconciling", "True", "Progressing", "reconciliation in progress", p.gen, started),
-				cond("Ready", "Unknown", "Progressing", "reconciliation in progress", p.obs, started),
+				cond("Reconciling", "True", "Progressing", "reconciliation in progress", p.cond, started),
+				cond("Ready", "Unknown", "Progressing", "reconciliation in progress", p.cond, started),
 			}
 		}
 	case StateFailing:
@@ -168,7 +168,7 @@ func (g *gen) imagePolicy(ns, app, image string, tags []string, patchOnly bool) 
 		if tags == nil {
 			reason, msg = "DependencyNotReady", fmt.Sprintf("retrying in 30s, error: ImageRepository '%s/%s' is not ready", ns, app)
 		}
-		status["conditions"] = []any{cond("Ready", "False", reason, msg, p.obs, failed)}
+		status["conditions"] = []any{cond("Ready", "False", reason, msg, p.cond, failed)}
 	}
 	if g.emit(p, spec, status, map[string]string{"app.kubernetes.io/part-of": app}) == nil {
 		return "", nil
@@ -215,16 +215,16 @@ func (g *gen) imageUpdateAutomation(ns, app string, git *source, policies map[st
 	}
 	switch p.st {
 	case StateReady:
-		status["conditions"] = []any{cond("Ready", "True", "Succeeded", "repository up-to-date", p.obs, g.ago(hour, 10*day))}
+		status["conditions"] = []any{cond("Ready", "True", "Succeeded", "repository up-to-date", p.cond, g.ago(hour, 10*day))}
 	case StateProgressing:
 		started := g.ago(0, 2*minute)
 		status["conditions"] = []any{
-			cond("Reconciling", "True", "Progressing", "reconciliation in progress", p.gen, started),
-			cond("Ready", "Unknown", "Progressing", "reconciliation in progress", p.obs, started),
+			cond("Reconciling", "True", "Progressing", "reconciliation in progress", p.cond, started),
+			cond("Ready", "Unknown", "Progressing", "reconciliation in progress", p.cond, started),
 		}
 	case StateFailing:
 		msg := fmt.Sprintf("failed to push to remote: remote: Permission to acme/%s.git denied to fluxcdbot.", git.name)
-		status["conditions"] = []any{cond("Ready", "False", "GitOperationFailed", msg, p.obs, ranAt)}
+		status["conditions"] = []any{cond("Ready", "False", "GitOperationFailed", msg, p.cond, ranAt)}
 	}
 	g.emit(p, spec, status, map[string]string{"app.kubernetes.io/part-of": app})
 }
@@ -308,17 +308,17 @@ func (g *gen) receiver(ns string) {
 	switch p.st {
 	case StateReady:
 		status["webhookPath"] = path
-		status["conditions"] = []any{cond("Ready", "True", "Succeeded", "Receiver initialized for path: "+path, p.obs, g.ago(hour, 30*day))}
+		status["conditions"] = []any{cond("Ready", "True", "Succeeded", "Receiver initialized for path: "+path, p.cond, g.ago(hour, 30*day))}
 	case StateProgressing:
 		status["webhookPath"] = path
 		started := g.ago(0, 2*minute)
 		status["conditions"] = []any{
-			cond("Reconciling", "True", "Progressing", "Reconciliation in progress", p.gen, started),
-			cond("Ready", "Unknown", "Progressing", "Reconciliation in progress", p.obs, started),
+			cond("Reconciling", "True", "Progressing", "Reconciliation in progress", p.cond, started),
+			cond("Ready", "Unknown", "Progressing", "Reconciliation in progress", p.cond, started),
 		}
 	case StateFailing:
 		msg := fmt.Sprintf("unable to read token from secret '%s/webhook-token' error: Secret \"webhook-token\" not found", ns)
-		status["conditions"] = []any{cond("Ready", "False", "TokenNotFound", msg, p.obs, g.ago(minute, 6*hour))}
+		status["conditions"] = []any{cond("Ready", "False", "TokenNotFound", msg, p.cond, g.ago(minute, 6*hour))}
 	}
 	g.emit(p, spec, status, map[string]string{"app.kubernetes.io/part-of": git.name})
 }

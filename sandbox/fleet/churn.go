@@ -219,7 +219,10 @@ func (ch *churner) do(ctx context.Context, act churnAction, now time.Time) error
 		actGeneration: func(n *node) bool {
 			return n.hasStatus && n.ref.kind != KindExternalArtifact && n.ref.kind != KindImagePolicy
 		},
-		actSuspend: func(n *node) bool { return n.ref.kind != KindExternalArtifact && n.ref.kind != KindHelmChart },
+		// FluxInstance has no spec.suspend: the operator reads an annotation.
+		actSuspend: func(n *node) bool {
+			return n.ref.kind != KindExternalArtifact && n.ref.kind != KindHelmChart && n.ref.kind != KindFluxInstance
+		},
 		actReplace: ch.deletable,
 	}[act]
 	var cands []*node
@@ -711,10 +714,10 @@ func (ch *churner) bumpGeneration(ctx context.Context, n *node, now time.Time) e
 		return fmt.Errorf("update %s: %w", n.ref, err)
 	}
 	msg := "Reconciliation in progress"
+	// The attempt has started: both conditions speak for the new
+	// generation, observedGeneration waits for the attempt to end well.
 	setCond(u, "Reconciling", "True", "Progressing", msg, now)
 	setCond(u, "Ready", "Unknown", "Progressing", msg, now)
-	// Only Reconciling speaks for the new generation yet.
-	findCond(u, "Ready")["observedGeneration"] = ready["observedGeneration"]
 	if _, err := ri.UpdateStatus(ctx, u, metav1.UpdateOptions{}); err != nil {
 		return fmt.Errorf("update status of %s: %w", n.ref, err)
 	}
@@ -803,12 +806,33 @@ func (ch *churner) setSuspend(ctx context.Context, group string, r objRef, suspe
 	return u, nil
 }
 
-// suspend stops reconciling an object; its status stays as it was, one
-// generation behind (suspending is a spec change the controller skips).
+// suspend stops reconciling an object. Suspending is a spec change that the
+// controller handles on its suspended path (docs/flux-semantics.md, rule 2):
+// source-controller still rewrites Ready and moves observedGeneration,
+// helm-controller moves observedGeneration, the other controllers move it
+// only when Ready is True; none of them but source-controller touches the
+// conditions.
 func (ch *churner) suspend(ctx context.Context, n *node) error {
 	u, err := ch.setSuspend(ctx, n.group, n.ref, true)
 	if err != nil {
 		return err
+	}
+	if ready := findCondCopy(u, "Ready"); ready != nil {
+		gen := u.GetGeneration()
+		switch {
+		case n.group == groupSource:
+			findCond(u, "Ready")["observedGeneration"] = gen
+			statusOf(u)["observedGeneration"] = gen
+		case n.ref.kind == KindHelmRelease || ready["status"] == "True":
+			statusOf(u)["observedGeneration"] = gen
+		}
+		ri, _, err := ch.c.resource(n.group, n.ref.kind, n.ref.ns)
+		if err != nil {
+			return err
+		}
+		if _, err := ri.UpdateStatus(ctx, u, metav1.UpdateOptions{}); err != nil {
+			return fmt.Errorf("update status of %s: %w", n.ref, err)
+		}
 	}
 	ch.suspended = append(ch.suspended, n.ref)
 	ch.stats.Suspends++

@@ -125,6 +125,7 @@ func (g *gen) fill(namespaces []string) {
 		}
 		add(namespaces[i%len(namespaces)])
 	}
+	g.fluxInstance(namespaces[0]) // sandbox/fleet/operator.go
 	total := 0
 	for _, s := range stacks {
 		total += s.weight
@@ -212,24 +213,44 @@ func (g *gen) drawSuspended(kind string) bool {
 	return kind != KindExternalArtifact && kind != KindHelmChart && g.chance(0.05)
 }
 
-// generations returns metadata.generation and status.observedGeneration. A
-// spec change being reconciled, or a suspension (itself a spec change that
-// the controller then ignores), leaves observedGeneration one behind. Only
-// kinds whose spec Apply knows how to edit (see earlierSpec) get
+// generations returns metadata.generation, status.observedGeneration and
+// the generation the conditions of the controller's last attempt carry, as
+// docs/flux-semantics.md (rule 2) says the controllers write them:
+//   - every attempt stamps Ready (and Reconciling) with the generation it
+//     acted on, failed attempts included;
+//   - status.observedGeneration moves only when an attempt ends well, so a
+//     spec change that is still reconciling, or that failed, leaves it behind;
+//   - a suspension is itself a spec change that the controller then skips:
+//     source-controller still rewrites Ready and moves observedGeneration,
+//     helm-controller moves observedGeneration, and the other controllers
+//     move it only when Ready was True; none of those but source-controller
+//     touches the conditions.
+//
+// Only kinds whose spec Apply knows how to edit (see earlierSpec) get
 // generations above 1.
-func (g *gen) generations(st State, suspended, editable bool) (generation, observed int64) {
+func (g *gen) generations(kind string, st State, suspended, editable bool) (generation, observed, conds int64) {
 	if !editable || st == StateNoStatus || st == StateUnreconciled {
-		return 1, 1
+		return 1, 1, 1
 	}
 	observed = 1
 	if g.chance(0.3) {
 		observed += int64(1 + g.intn(4))
 	}
-	generation = observed
-	if st == StateProgressing || suspended {
-		generation++
+	attempted := observed
+	if st == StateProgressing || (st == StateFailing && g.chance(0.3)) {
+		attempted++ // a spec change being reconciled, or one that failed
 	}
-	return generation, observed
+	if !suspended {
+		return attempted, observed, attempted
+	}
+	generation = attempted + 1
+	switch {
+	case groupOf(kind) == groupSource:
+		return generation, generation, generation
+	case kind == KindHelmRelease || st == StateReady:
+		return generation, generation, attempted
+	}
+	return generation, observed, attempted
 }
 
 // planned carries one object's drawn fate through its builder.
@@ -237,7 +258,9 @@ type planned struct {
 	kind, ns, name string
 	st             State
 	suspended      bool
-	gen, obs       int64
+	// gen is metadata.generation, obs status.observedGeneration, and cond
+	// the generation the conditions of the last attempt carry.
+	gen, obs, cond int64
 }
 
 func (g *gen) plan(kind, ns, base string) *planned {
@@ -249,7 +272,7 @@ func (g *gen) settle(p *planned, editable bool) {
 	if !editable && p.st == StateProgressing {
 		p.st = StateReady // nothing can make its generation move
 	}
-	p.gen, p.obs = g.generations(p.st, p.suspended, editable)
+	p.gen, p.obs, p.cond = g.generations(p.kind, p.st, p.suspended, editable)
 }
 
 // runs reports whether the controller has acted on the object.
@@ -297,7 +320,7 @@ func (g *gen) emit(p *planned, spec, status map[string]any, labels map[string]st
 		obj["status"] = status
 	}
 	if p.gen == 0 {
-		p.gen, p.obs = 1, 1
+		p.gen, p.obs, p.cond = 1, 1, 1
 	}
 	o := &Object{Group: group, Kind: p.kind, State: p.st, Suspended: p.suspended, Generation: p.gen, Object: &unstructured.Unstructured{Object: obj}}
 	g.out = append(g.out, o)

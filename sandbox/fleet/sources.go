@@ -45,27 +45,27 @@ func (g *gen) sourceStatus(p *planned, art *artifact, m sourceMsgs, observedGen 
 	stored := cond("ArtifactInStorage", "True", m.readyReason, m.ready, p.obs, since)
 	switch p.st {
 	case StateReady:
-		status["conditions"] = []any{cond("Ready", "True", m.readyReason, m.ready, p.obs, since), stored}
+		status["conditions"] = []any{cond("Ready", "True", m.readyReason, m.ready, p.cond, since), stored}
 	case StateFailing:
 		failed := g.ago(minute, 6*hour)
 		status["conditions"] = []any{
-			cond("Ready", "False", m.failReason, m.failMsg, p.obs, failed),
+			cond("Ready", "False", m.failReason, m.failMsg, p.cond, failed),
 			stored,
-			cond(m.failCond, "True", m.failReason, m.failMsg, p.obs, failed),
+			cond(m.failCond, "True", m.failReason, m.failMsg, p.cond, failed),
 		}
 	case StateProgressing:
 		msg := "reconciliation in progress"
 		started := g.ago(0, 2*minute)
 		status["conditions"] = []any{
-			cond("Reconciling", "True", "Progressing", msg, p.gen, started),
-			cond("Ready", "Unknown", "Progressing", msg, p.obs, started),
+			cond("Reconciling", "True", "Progressing", msg, p.cond, started),
+			cond("Ready", "Unknown", "Progressing", msg, p.cond, started),
 			stored,
 		}
 	case StateStalled:
 		stalled := g.ago(10*minute, 3*day)
 		status["conditions"] = []any{
-			cond("Stalled", "True", m.stallReason, m.stallMsg, p.obs, stalled),
-			cond("Ready", "False", m.stallReason, m.stallMsg, p.obs, stalled),
+			cond("Stalled", "True", m.stallReason, m.stallMsg, p.cond, stalled),
+			cond("Ready", "False", m.stallReason, m.stallMsg, p.cond, stalled),
 		}
 		return status, nil
 	default:

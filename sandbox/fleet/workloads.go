@@ -159,9 +159,9 @@ func (g *gen) kustomizationStatus(p *planned, src *source, app, path, variant st
 	case StateReady:
 		setApplied(rev)
 		status["lastAttemptedRevision"] = rev
-		conds := []any{cond("Ready", "True", "ReconciliationSucceeded", applied(rev), p.obs, since)}
+		conds := []any{cond("Ready", "True", "ReconciliationSucceeded", applied(rev), p.cond, since)}
 		if healthChecked {
-			conds = append(conds, cond("Healthy", "True", "Succeeded", "Health check passed in "+g.duration(time.Second, 3*minute), p.obs, since))
+			conds = append(conds, cond("Healthy", "True", "Succeeded", "Health check passed in "+g.duration(time.Second, 3*minute), p.cond, since))
 		}
 		status["conditions"] = conds
 		addHistory(rev, "ReconciliationSucceeded", appliedAt)
@@ -174,8 +174,8 @@ func (g *gen) kustomizationStatus(p *planned, src *source, app, path, variant st
 		msg := "Reconciliation in progress"
 		started := g.ago(0, 2*minute)
 		status["conditions"] = []any{
-			cond("Reconciling", "True", "Progressing", msg, p.gen, started),
-			cond("Ready", "Unknown", "Progressing", msg, p.obs, started),
+			cond("Reconciling", "True", "Progressing", msg, p.cond, started),
+			cond("Ready", "Unknown", "Progressing", msg, p.cond, started),
 		}
 		addHistory(rev, "ReconciliationSucceeded", appliedAt)
 	case StateFailing:
@@ -199,7 +199,7 @@ func (g *gen) kustomizationStatus(p *planned, src *source, app, path, variant st
 		case "ReconciliationFailed":
 			msg = fmt.Sprintf("Deployment/%s/%s dry-run failed (Invalid): Deployment.apps \"%s\" is invalid: spec.selector: Invalid value: v1.LabelSelector{MatchLabels:map[string]string{\"app\":\"%s\"}}: field is immutable", p.ns, app, app, app)
 		}
-		conds := []any{cond("Ready", "False", variant, msg, p.obs, failedAt)}
+		conds := []any{cond("Ready", "False", variant, msg, p.cond, failedAt)}
 		switch variant {
 		case "BuildFailed", "ReconciliationFailed":
 			// The new revision failed; the previous one stays applied.
@@ -211,7 +211,7 @@ func (g *gen) kustomizationStatus(p *planned, src *source, app, path, variant st
 		case "HealthCheckFailed":
 			setApplied(rev)
 			status["lastAttemptedRevision"] = rev
-			conds = append(conds, cond("Healthy", "False", "HealthCheckFailed", msg, p.obs, failedAt))
+			conds = append(conds, cond("Healthy", "False", "HealthCheckFailed", msg, p.cond, failedAt))
 			addHistory(rev, "HealthCheckFailed", failedAt)
 		}
 		status["conditions"] = conds
@@ -411,7 +411,7 @@ func (g *gen) helmRelease(ns, name string, c chart, chartSpec map[string]any, ch
 	}
 	g.settle(p, true)
 	if variant == "CorrectingDrift" && !p.suspended {
-		p.gen = p.obs // no spec change: the cluster moved, not the object
+		p.gen, p.cond = p.obs, p.obs // no spec change: the cluster moved, not the object
 	}
 	helmChart := ""
 	if from.kind == KindHelmChart {
@@ -427,13 +427,9 @@ func (g *gen) helmRelease(ns, name string, c chart, chartSpec map[string]any, ch
 }
 
 func (g *gen) helmReleaseStatus(p *planned, c chart, chartSpec map[string]any, chartArt *artifact, helmChart, relNs, relName, variant string, testEnabled bool) map[string]any {
-	attempted := p.obs
-	if p.st == StateProgressing {
-		attempted = p.gen
-	}
 	status := map[string]any{
 		"observedGeneration":      p.obs,
-		"lastAttemptedGeneration": attempted,
+		"lastAttemptedGeneration": p.cond,
 		"storageNamespace":        p.ns, // Helm's storage stays with the HelmRelease by default
 	}
 	if helmChart != "" {
@@ -505,12 +501,12 @@ func (g *gen) helmReleaseStatus(p *planned, c chart, chartSpec map[string]any, c
 	readyConds := func(v int64) []any {
 		reason, msg := succeeded(v, version)
 		conds := []any{
-			cond("Ready", "True", reason, msg, p.obs, deployedAt),
-			cond("Released", "True", reason, msg, p.obs, deployedAt),
+			cond("Ready", "True", reason, msg, p.cond, deployedAt),
+			cond("Released", "True", reason, msg, p.cond, deployedAt),
 		}
 		if testEnabled {
 			tmsg := fmt.Sprintf("Helm test succeeded for release %s with chart %s@%s: 1 test hook completed successfully", full(v), c.name, version)
-			conds = append(conds, cond("TestSuccess", "True", "TestSucceeded", tmsg, p.obs, deployedAt))
+			conds = append(conds, cond("TestSuccess", "True", "TestSucceeded", tmsg, p.cond, deployedAt))
 		}
 		return conds
 	}
@@ -540,8 +536,8 @@ func (g *gen) helmReleaseStatus(p *planned, c chart, chartSpec map[string]any, c
 			}
 			started := g.ago(0, 2*minute)
 			status["conditions"] = []any{
-				cond("Reconciling", "True", "Progressing", running, p.gen, started),
-				cond("Ready", "Unknown", "Progressing", readyMsg, p.obs, started),
+				cond("Reconciling", "True", "Progressing", running, p.cond, started),
+				cond("Ready", "Unknown", "Progressing", readyMsg, p.cond, started),
 				status["conditions"].([]any)[1],
 			}
 		}
@@ -551,16 +547,16 @@ func (g *gen) helmReleaseStatus(p *planned, c chart, chartSpec map[string]any, c
 		if ociChart {
 			src = fmt.Sprintf("OCIRepository '%s/%s'", p.ns, chartSpec["chartRef"].(map[string]any)["name"])
 		}
-		status["conditions"] = []any{cond("Ready", "False", "ArtifactFailed", src+" is not ready: latest generation of object has not been reconciled", p.obs, failedAt)}
+		status["conditions"] = []any{cond("Ready", "False", "ArtifactFailed", src+" is not ready: latest generation of object has not been reconciled", p.cond, failedAt)}
 	case variant == "InstallFailed" || (p.st == StateStalled && v == 1):
 		setAttempt(version, "install")
 		history = append(history, snap(1, "failed", "install", version, failedAt))
 		msg := fmt.Sprintf("Helm install failed for release %s/%s with chart %s@%s: %s", relNs, relName, c.name, version, failErr)
 		n := int64(1 + g.intn(2))
-		conds := []any{cond("Ready", "False", "InstallFailed", msg, p.obs, failedAt), cond("Released", "False", "InstallFailed", msg, p.obs, failedAt)}
+		conds := []any{cond("Ready", "False", "InstallFailed", msg, p.cond, failedAt), cond("Released", "False", "InstallFailed", msg, p.obs, failedAt)}
 		if p.st == StateStalled {
 			n = 4
-			conds = append([]any{cond("Stalled", "True", "RetriesExceeded", "Failed to install after 4 attempt(s)", p.obs, failedAt)}, conds...)
+			conds = append([]any{cond("Stalled", "True", "RetriesExceeded", "Failed to install after 4 attempt(s)", p.cond, failedAt)}, conds...)
 		}
 		status["conditions"] = conds
 		status["installFailures"], status["failures"] = n, n
@@ -575,10 +571,10 @@ func (g *gen) helmReleaseStatus(p *planned, c chart, chartSpec map[string]any, c
 			snap(v-1, "deployed", action(v-1), older, deployedAt.Add(-48*hour)))
 		msg := fmt.Sprintf("Helm upgrade failed for release %s/%s with chart %s@%s: %s", relNs, relName, c.name, version, failErr)
 		n := int64(1 + g.intn(2))
-		conds := []any{cond("Ready", "False", "UpgradeFailed", msg, p.obs, failedAt), cond("Released", "False", "UpgradeFailed", msg, p.obs, failedAt)}
+		conds := []any{cond("Ready", "False", "UpgradeFailed", msg, p.cond, failedAt), cond("Released", "False", "UpgradeFailed", msg, p.obs, failedAt)}
 		if p.st == StateStalled {
 			n = 4
-			conds = append([]any{cond("Stalled", "True", "RetriesExceeded", "Failed to upgrade after 4 attempt(s)", p.obs, failedAt)}, conds...)
+			conds = append([]any{cond("Stalled", "True", "RetriesExceeded", "Failed to upgrade after 4 attempt(s)", p.cond, failedAt)}, conds...)
 		}
 		status["conditions"] = conds
 		status["upgradeFailures"], status["failures"] = n, n
@@ -595,9 +591,9 @@ func (g *gen) helmReleaseStatus(p *planned, c chart, chartSpec map[string]any, c
 		upgradeMsg := fmt.Sprintf("Helm upgrade failed for release %s/%s with chart %s@%s: %s", relNs, relName, c.name, version, failErr)
 		rollbackMsg := fmt.Sprintf("Helm rollback to previous release %s with chart %s@%s succeeded", full(v-2), c.name, older)
 		status["conditions"] = []any{
-			cond("Ready", "False", "RollbackSucceeded", rollbackMsg, p.obs, failedAt),
-			cond("Released", "False", "UpgradeFailed", upgradeMsg, p.obs, failedAt),
-			cond("Remediated", "True", "RollbackSucceeded", rollbackMsg, p.obs, failedAt),
+			cond("Ready", "False", "RollbackSucceeded", rollbackMsg, p.cond, failedAt),
+			cond("Released", "False", "UpgradeFailed", upgradeMsg, p.cond, failedAt),
+			cond("Remediated", "True", "RollbackSucceeded", rollbackMsg, p.cond, failedAt),
 		}
 		status["upgradeFailures"], status["failures"] = int64(1), int64(1)
 		status["inventory"] = map[string]any{"entries": g.inventory(relNs, relName)}
