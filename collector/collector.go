@@ -4,7 +4,9 @@
 package collector
 
 import (
+	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sort"
@@ -13,6 +15,9 @@ import (
 
 	"github.com/alecthomas/kingpin/v2"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/common/expfmt"
+
+	"github.com/flux-exporter/flux_exporter/kube"
 )
 
 const namespace = "flux"
@@ -93,6 +98,16 @@ func Names() []string {
 	return names
 }
 
+// Disable switches the named collector off, whatever its flag says, for a
+// replica on which it has nothing to report; call it before New.
+func Disable(name string) {
+	registryMu.Lock()
+	defer registryMu.Unlock()
+	if r, ok := registry[name]; ok {
+		*r.enabled = false
+	}
+}
+
 // Enabled reports whether the named collector is switched on.
 func Enabled(name string) bool {
 	registryMu.Lock()
@@ -127,9 +142,75 @@ func New(d Deps) (*Exporter, error) {
 }
 
 // Scrape is a prometheus.Collector bound to one scrape's context, so that
-// collectors that fetch over the network honour the scraper's deadline.
+// collectors that fetch over the network honour the scraper's deadline. It
+// sends every series, the per-object ones parsed from the records' rendered
+// bytes.
 func (e *Exporter) Scrape(ctx context.Context) prometheus.Collector {
-	return &scrape{e: e, ctx: ctx}
+	return &scrape{e: e, ctx: context.WithValue(ctx, scrapeKey{}, &scrapeState{})}
+}
+
+// ObjectWriter writes the per-object families of a scrape in an exposition
+// format, as client_golang's encoders would; it reports formats it cannot
+// write with ErrFormat.
+type ObjectWriter func(w *bufio.Writer, format expfmt.Format) error
+
+// ErrFormat is the error of an ObjectWriter asked for a format other than
+// the text format or OpenMetrics.
+var ErrFormat = errors.New("per-object series are written only in the text format and OpenMetrics")
+
+// ScrapeWriting is Scrape for an HTTP handler: the collector leaves out the
+// per-object families, and write, called once the collector has been
+// gathered, writes them from the same records by copying their rendered
+// bytes (the fast path: no metric objects, no sorting, no encoding).
+func (e *Exporter) ScrapeWriting(ctx context.Context) (c prometheus.Collector, write ObjectWriter) {
+	st := &scrapeState{writesObjects: true}
+	write = func(w *bufio.Writer, format expfmt.Format) error {
+		style, ok := styleOf(format)
+		if !ok {
+			return fmt.Errorf("%w, not %s", ErrFormat, format)
+		}
+		return writeObjects(w, st.records(), style)
+	}
+	return &scrape{e: e, ctx: context.WithValue(ctx, scrapeKey{}, st)}, write
+}
+
+// scrapeState is what the collectors of one scrape share: the caches' state,
+// read once, so that the kind-level counts and the per-object series agree.
+type scrapeState struct {
+	writesObjects bool
+	once          sync.Once
+	states        []kube.KindState
+}
+
+type scrapeKey struct{}
+
+// scrapeOf returns the scrape a collector runs in; a collector called
+// outside one gets a scrape of its own.
+func scrapeOf(ctx context.Context) *scrapeState {
+	if st, ok := ctx.Value(scrapeKey{}).(*scrapeState); ok {
+		return st
+	}
+	return &scrapeState{}
+}
+
+// objects reads the caches' state the first time it is asked.
+func (s *scrapeState) objects(src FluxState) []kube.KindState {
+	s.once.Do(func() { s.states = src.State() })
+	return s.states
+}
+
+// records are the records the scrape read, none if no collector read them.
+func (s *scrapeState) records() []*Record {
+	var out []*Record
+	s.once.Do(func() {}) // a scrape whose resources collector is off
+	for _, ks := range s.states {
+		for _, o := range ks.Records {
+			if rec, ok := o.(*Record); ok {
+				out = append(out, rec)
+			}
+		}
+	}
+	return out
 }
 
 type scrape struct {

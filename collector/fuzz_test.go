@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"testing"
 
-	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
@@ -40,15 +39,22 @@ func FuzzDecodeObject(f *testing.F) {
 			if !ok {
 				t.Fatalf("Decode returned %T", acc)
 			}
-			ch := make(chan prometheus.Metric, 256)
-			go func() {
-				_ = rec.emit(k, ch)
-				close(ch)
-			}()
-			for m := range ch {
+			// The Collector path parses the rendered bytes: they must parse,
+			// and each metric must be valid.
+			ms, err := rec.metrics()
+			if err != nil {
+				t.Fatalf("%s: %v", k, err)
+			}
+			for _, m := range ms {
 				var out dto.Metric
 				if err := m.Write(&out); err != nil {
 					t.Fatalf("invalid metric for %s: %v", k, err)
+				}
+			}
+			// The fast path writes what client_golang's encoders write.
+			for _, f := range exportedFormats {
+				if err := sameAsClientGolang([]*Record{rec}, f); err != nil {
+					t.Fatalf("%s: %v", k, err)
 				}
 			}
 		}

@@ -1,186 +1,225 @@
 package collector
 
-import (
-	"github.com/prometheus/client_golang/prometheus"
+// The per-kind table: what the exporter reads from each Flux kind, as plain
+// data. A field is named by its path as Flux's API reference writes it
+// ("status.history[0].chartVersion"); how it is read is a value of type
+// reading or form, never code. docs/metrics.md's per-kind table is generated
+// from this table (TestMetricsReference).
+
+// labelSource says where a label's value comes from: the first of paths
+// that is set, else def, written in form.
+type labelSource struct {
+	paths []string
+	def   string
+	form  form
+}
+
+// from reads the first of paths that the object sets.
+func from(paths ...string) labelSource { return labelSource{paths: paths} }
+
+// or is the value when none of the paths is set: a controller's documented
+// default.
+func (s labelSource) or(def string) labelSource { s.def = def; return s }
+
+// as sets how the value is written.
+func (s labelSource) as(f form) labelSource { s.form = f; return s }
+
+// form is how a label value is written from the field.
+type form int
+
+const (
+	// plain is the string as the object holds it.
+	plain form = iota
+	// imageReference is an image reference object {name, tag, digest}
+	// written as name:tag@digest.
+	imageReference
+	// redactedURL is a URL with its credentials replaced (redactURL).
+	redactedURL
+	// redactedPath is a path whose first segment is kept and the rest, a
+	// credential, replaced (a Receiver's /hook/<sha256>).
+	redactedPath
 )
 
-// objectLabels identify the Flux object behind a per-object series. The
-// namespace label is exported_namespace so it never collides with the
-// scrape target's own namespace label.
-var objectLabels = []string{"kind", "name", "exported_namespace"}
+// reading is how a sample value is read from its field.
+type reading int
 
-func objectDesc(subsystem, name, help string, extra ...string) *prometheus.Desc {
-	return prometheus.NewDesc(prometheus.BuildFQName(namespace, subsystem, name), help,
-		append(append([]string{}, objectLabels...), extra...), nil)
+const (
+	// number is a JSON number.
+	number reading = iota
+	// numberOrZero is a counter that Flux omits while it is zero.
+	numberOrZero
+	// unixSeconds is an RFC 3339 time, as seconds since the Unix epoch.
+	unixSeconds
+	// seconds is a Go duration string ("5m0s"), in seconds.
+	seconds
+	// entries is the length of a list.
+	entries
+	// flag is a boolean, 1 or 0; absent is 0.
+	flag
+)
+
+// gaugeSpec is a per-object family with one sample read from one field.
+type gaugeSpec struct {
+	family *family
+	from   string
+	read   reading
 }
 
-// gauge is a per-object sample family read from one place in the object.
-type gauge struct {
-	desc  *prometheus.Desc
-	value value
+// labelSpec is one label of an info family.
+type labelSpec struct {
+	name string
+	from labelSource
 }
 
-// info is a value-1 family whose labels are read from the object. It is
-// emitted when the object has the `when` path.
-type info struct {
-	desc   *prometheus.Desc
-	when   []any
-	fields []field
+// infoSpec is a value-1 family whose labels are read from the object. It
+// is emitted when the object sets the when path.
+type infoSpec struct {
+	family *family
+	when   string
+	labels []labelSpec
 }
 
-// kindSpec is what the exporter knows about one Flux kind. A nil field
-// falls back to the generic reading, so an entry lists only how the kind
-// differs and an unknown kind is simply the empty entry.
+// staticWhen says which objects their controller never gives a status:
+// all of the kind, or those whose field at path equals value.
+type staticWhen struct {
+	always      bool
+	path, value string
+}
+
+// kindSpec is what the exporter knows about one Flux kind. A zero label
+// source falls back to the generic reading, so an entry lists only how the
+// kind differs, and an unknown kind is simply the empty entry.
 type kindSpec struct {
-	revision, sourceName, url, ref, path field
-	// static reports objects that their controller never gives a status;
-	// flux get prints them as Ready (see docs/flux-semantics.md).
-	static predicate
-	gauges []gauge
-	infos  []info
+	revision, sourceName, url, ref, path labelSource
+	// static marks objects that their controller never gives a status;
+	// flux get prints them as Ready (docs/flux-semantics.md, rule 1).
+	static staticWhen
+	gauges []gaugeSpec
+	infos  []infoSpec
 }
 
+// The families every kind has.
 var (
-	resourceInfoDesc = objectDesc("resource", "info",
+	resourceInfoFamily = perObject("resource_info",
 		"Information about a Flux object: readiness, suspension, the applied revision and where it comes from. Value is always 1.",
 		"uid", "ready", "reason", "suspended", "revision", "source_name", "url", "ref", "path")
-	attemptedRevisionDesc = objectDesc("resource", "attempted_revision_info",
+	attemptedRevisionFamily = perObject("resource_attempted_revision_info",
 		"The revision the controller last attempted to apply (status.lastAttemptedRevision). Value is always 1.",
 		"revision")
-	conditionDesc = objectDesc("resource", "condition",
+	conditionFamily = perObject("resource_condition",
 		"A status condition of a Flux object, one series per condition type present. Value is always 1.",
 		"type", "status", "reason")
-	conditionTransitionDesc = objectDesc("resource", "condition_last_transition_timestamp_seconds",
+	conditionTransitionFamily = perObject("resource_condition_last_transition_timestamp_seconds",
 		"When the status condition last changed, in Unix seconds.", "type")
-	conditionGenerationDesc = objectDesc("resource", "condition_observed_generation",
+	conditionGenerationFamily = perObject("resource_condition_observed_generation",
 		"The metadata.generation the controller was acting on when it last set the condition (status.conditions[].observedGeneration). Ready is rewritten on every reconcile attempt, failed ones included, so a Ready observed generation below metadata.generation means the controller has not yet acted on the spec.", "type")
 
 	// genericGauges apply to every kind; a kind's own gauges follow them.
-	genericGauges = []gauge{
-		{objectDesc("resource", "suspended", "Whether reconciliation of the Flux object is suspended (1) or not (0)."), flag("spec", "suspend")},
-		{objectDesc("resource", "generation", "The object's metadata.generation; it increases on every spec change."), num("metadata", "generation")},
-		{objectDesc("resource", "observed_generation", "The generation of the last reconcile that ended well (status.observedGeneration); it stays behind while reconciles of a new spec fail. Whether the controller acts on the spec at all is flux_resource_condition_observed_generation{type=\"Ready\"}."), num("status", "observedGeneration")},
-		{objectDesc("resource", "interval_seconds", "The reconciliation interval from spec.interval, in seconds."), duration("spec", "interval")},
-		{objectDesc("resource", "created_timestamp_seconds", "When the object was created, in Unix seconds."), timestamp("metadata", "creationTimestamp")},
-		{objectDesc("source", "artifact_size_bytes", "Size of the source's current artifact (status.artifact.size), in bytes."), num("status", "artifact", "size")},
-		{objectDesc("source", "artifact_last_update_timestamp_seconds", "When the source's artifact last changed (status.artifact.lastUpdateTime), in Unix seconds."), timestamp("status", "artifact", "lastUpdateTime")},
+	genericGauges = []gaugeSpec{
+		{perObject("resource_suspended", "Whether reconciliation of the Flux object is suspended (1) or not (0)."), "spec.suspend", flag},
+		{perObject("resource_generation", "The object's metadata.generation; it increases on every spec change."), "metadata.generation", number},
+		{perObject("resource_observed_generation", "The generation of the last reconcile that ended well (status.observedGeneration); it stays behind while reconciles of a new spec fail. Whether the controller acts on the spec at all is flux_resource_condition_observed_generation{type=\"Ready\"}."), "status.observedGeneration", number},
+		{perObject("resource_interval_seconds", "The reconciliation interval from spec.interval, in seconds."), "spec.interval", seconds},
+		{perObject("resource_created_timestamp_seconds", "When the object was created, in Unix seconds."), "metadata.creationTimestamp", unixSeconds},
+		{perObject("source_artifact_size_bytes", "Size of the source's current artifact (status.artifact.size), in bytes."), "status.artifact.size", number},
+		{perObject("source_artifact_last_update_timestamp_seconds", "When the source's artifact last changed (status.artifact.lastUpdateTime), in Unix seconds."), "status.artifact.lastUpdateTime", unixSeconds},
 	}
 
-	defaultSpec = kindSpec{
-		revision:   firstOf(str("status", "artifact", "revision"), str("status", "lastAppliedRevision")),
-		sourceName: str("spec", "sourceRef", "name"),
-		url:        str("spec", "url"),
-		ref:        none,
-		path:       none,
-		static:     never,
-	}
-
-	// kinds is the table of known Flux kinds, by Kind name.
-	kinds = map[string]kindSpec{
-		// The ref source-controller checks out: the first of these it finds
-		// set, else its default (docs/flux-semantics.md, "Which ref"). For
-		// Git the order is fluxcd/pkg git/gogit Client.Clone's, where a tag
-		// wins over a semver range, whatever the API comments say.
-		"GitRepository": {ref: firstOf(str("spec", "ref", "commit"), str("spec", "ref", "name"),
-			str("spec", "ref", "tag"), str("spec", "ref", "semver"), str("spec", "ref", "branch"), constant("master"))},
-		"OCIRepository": {ref: firstOf(str("spec", "ref", "digest"), str("spec", "ref", "semver"),
-			str("spec", "ref", "tag"), constant("latest"))},
-		"HelmRepository": {static: equals("oci", "spec", "type")},
-		"Bucket":         {url: str("spec", "endpoint"), ref: str("spec", "bucketName")},
-		"HelmChart":      {ref: firstOf(str("spec", "version"), constant("*")), path: str("spec", "chart")},
-		"Alert":          {static: always},
-		"Provider":       {static: always},
-		"Kustomization": {
-			revision: str("status", "lastAppliedRevision"),
-			path:     str("spec", "path"),
-			gauges: []gauge{
-				{objectDesc("kustomization", "inventory_entries", "Number of Kubernetes objects the Kustomization manages (status.inventory.entries)."), length("status", "inventory", "entries")},
-				{objectDesc("kustomization", "last_reconcile_timestamp_seconds", "When the Kustomization was last reconciled (status.history[0].lastReconciled), in Unix seconds."), timestamp("status", "history", 0, "lastReconciled")},
-				{objectDesc("kustomization", "last_reconcile_duration_seconds", "How long the last reconciliation took (status.history[0].lastReconciledDuration), in seconds."), duration("status", "history", 0, "lastReconciledDuration")},
-				{objectDesc("kustomization", "reconciliations", "Reconciliations that built the same manifests with the same outcome as the last one (status.history[0].totalReconciliations)."), num("status", "history", 0, "totalReconciliations")},
-			},
-		},
-		"HelmRelease": {
-			// As flux get prints it: the deployed chart version, else the
-			// chart version last attempted (a first install that failed).
-			revision:   firstOf(str("status", "history", 0, "chartVersion"), str("status", "lastAttemptedRevision")),
-			sourceName: firstOf(str("spec", "chartRef", "name"), str("spec", "chart", "spec", "sourceRef", "name")),
-			gauges: []gauge{
-				{objectDesc("helmrelease", "release_revision", "The Helm release version (status.history[0].version); it increases on each install, upgrade or rollback."), num("status", "history", 0, "version")},
-				{objectDesc("helmrelease", "failures", "Failed Helm actions (install, upgrade, test, rollback, uninstall) against the current desired state: helm-controller clears it when the generation, chart version or values change, or on a reset request (status.failures)."), numOrZero("status", "failures")},
-				{objectDesc("helmrelease", "install_failures", "Failed installs against the current desired state, counted towards install remediation retries (status.installFailures)."), numOrZero("status", "installFailures")},
-				{objectDesc("helmrelease", "upgrade_failures", "Failed upgrades against the current desired state, counted towards upgrade remediation retries (status.upgradeFailures)."), numOrZero("status", "upgradeFailures")},
-				{objectDesc("helmrelease", "last_action_duration_seconds", "How long helm-controller's last install or upgrade took (status.lastAttemptedReleaseActionDuration), in seconds."), duration("status", "lastAttemptedReleaseActionDuration")},
-				{objectDesc("helmrelease", "last_deployed_timestamp_seconds", "When the current Helm release was last deployed (status.history[0].lastDeployed), in Unix seconds."), timestamp("status", "history", 0, "lastDeployed")},
-			},
-			infos: []info{{
-				desc: objectDesc("helmrelease", "info",
-					"The current Helm release of a HelmRelease (status.history[0]). Value is always 1.",
-					"chart_name", "chart_version", "app_version", "release_status", "release_action", "storage_namespace"),
-				when: []any{"status", "history", 0},
-				fields: []field{str("status", "history", 0, "chartName"), str("status", "history", 0, "chartVersion"),
-					str("status", "history", 0, "appVersion"), str("status", "history", 0, "status"),
-					str("status", "history", 0, "action"), str("status", "storageNamespace")},
-			}},
-		},
-		// The webhook path is the generic Receiver's only credential.
-		"Receiver": {url: redactedPath(str("status", "webhookPath"))},
-		"ImageRepository": {
-			url:      str("spec", "image"),
-			revision: str("status", "lastScanResult", "revision"),
-			gauges: []gauge{
-				{objectDesc("imagerepository", "tags", "Number of tags found by the last scan (status.lastScanResult.tagCount)."), num("status", "lastScanResult", "tagCount")},
-				{objectDesc("imagerepository", "last_scan_timestamp_seconds", "When the image repository was last scanned (status.lastScanResult.scanTime), in Unix seconds."), timestamp("status", "lastScanResult", "scanTime")},
-			},
-		},
-		"ImagePolicy": {
-			sourceName: str("spec", "imageRepositoryRef", "name"),
-			revision:   imageRef("status", "latestRef"),
-			infos: []info{{
-				desc:   objectDesc("imagepolicy", "info", "The latest image reference an ImagePolicy selected (status.latestRef). Value is always 1.", "latest_ref"),
-				when:   []any{"status", "latestRef"},
-				fields: []field{imageRef("status", "latestRef")},
-			}},
-		},
-		"ImageUpdateAutomation": {
-			sourceName: str("spec", "sourceRef", "name"),
-			path:       str("spec", "update", "path"),
-			revision:   str("status", "lastPushCommit"),
-			gauges: []gauge{
-				{objectDesc("imageupdateautomation", "last_push_timestamp_seconds", "When the automation last pushed a commit (status.lastPushTime), in Unix seconds."), timestamp("status", "lastPushTime")},
-				{objectDesc("imageupdateautomation", "last_run_timestamp_seconds", "When the automation last ran (status.lastAutomationRunTime), in Unix seconds."), timestamp("status", "lastAutomationRunTime")},
-			},
-		},
+	// genericSpec is how any kind is read where its entry says nothing.
+	genericSpec = kindSpec{
+		revision:   from("status.artifact.revision", "status.lastAppliedRevision"),
+		sourceName: from("spec.sourceRef.name"),
+		url:        from("spec.url"),
 	}
 )
 
-func none(*reader) string { return "" }
-
-// numOrZero reads a counter that Flux omits while it is zero.
-func numOrZero(path ...any) value {
-	return func(r *reader) (float64, bool) {
-		v, _ := r.num(path...)
-		return v, true
-	}
+// kinds is the table of known Flux kinds, by Kind name.
+var kinds = map[string]kindSpec{
+	// ref is the reference source-controller checks out: the first of these
+	// it finds set, else its default (docs/flux-semantics.md, rule 4). For
+	// Git the order is fluxcd/pkg git/gogit Client.Clone's, where a tag wins
+	// over a semver range, whatever the API comments say.
+	"GitRepository":  {ref: from("spec.ref.commit", "spec.ref.name", "spec.ref.tag", "spec.ref.semver", "spec.ref.branch").or("master")},
+	"OCIRepository":  {ref: from("spec.ref.digest", "spec.ref.semver", "spec.ref.tag").or("latest")},
+	"HelmRepository": {static: staticWhen{path: "spec.type", value: "oci"}},
+	"Bucket":         {url: from("spec.endpoint"), ref: from("spec.bucketName")},
+	"HelmChart":      {ref: from("spec.version").or("*"), path: from("spec.chart")},
+	"Alert":          {static: staticWhen{always: true}},
+	"Provider":       {static: staticWhen{always: true}},
+	"Kustomization": {
+		revision: from("status.lastAppliedRevision"),
+		path:     from("spec.path"),
+		gauges: []gaugeSpec{
+			{perObject("kustomization_inventory_entries", "Number of Kubernetes objects the Kustomization manages (status.inventory.entries)."), "status.inventory.entries", entries},
+			{perObject("kustomization_last_reconcile_timestamp_seconds", "When the Kustomization was last reconciled (status.history[0].lastReconciled), in Unix seconds."), "status.history[0].lastReconciled", unixSeconds},
+			{perObject("kustomization_last_reconcile_duration_seconds", "How long the last reconciliation took (status.history[0].lastReconciledDuration), in seconds."), "status.history[0].lastReconciledDuration", seconds},
+			{perObject("kustomization_reconciliations", "Reconciliations that built the same manifests with the same outcome as the last one (status.history[0].totalReconciliations)."), "status.history[0].totalReconciliations", number},
+		},
+	},
+	"HelmRelease": {
+		// As flux get prints it: the deployed chart version, else the chart
+		// version last attempted (a first install that failed).
+		revision:   from("status.history[0].chartVersion", "status.lastAttemptedRevision"),
+		sourceName: from("spec.chartRef.name", "spec.chart.spec.sourceRef.name"),
+		gauges: []gaugeSpec{
+			{perObject("helmrelease_release_revision", "The Helm release version (status.history[0].version); it increases on each install, upgrade or rollback."), "status.history[0].version", number},
+			{perObject("helmrelease_failures", "Failed Helm actions (install, upgrade, test, rollback, uninstall) against the current desired state: helm-controller clears it when the generation, chart version or values change, or on a reset request (status.failures)."), "status.failures", numberOrZero},
+			{perObject("helmrelease_install_failures", "Failed installs against the current desired state, counted towards install remediation retries (status.installFailures)."), "status.installFailures", numberOrZero},
+			{perObject("helmrelease_upgrade_failures", "Failed upgrades against the current desired state, counted towards upgrade remediation retries (status.upgradeFailures)."), "status.upgradeFailures", numberOrZero},
+			{perObject("helmrelease_last_action_duration_seconds", "How long helm-controller's last install or upgrade took (status.lastAttemptedReleaseActionDuration), in seconds."), "status.lastAttemptedReleaseActionDuration", seconds},
+			{perObject("helmrelease_last_deployed_timestamp_seconds", "When the current Helm release was last deployed (status.history[0].lastDeployed), in Unix seconds."), "status.history[0].lastDeployed", unixSeconds},
+		},
+		infos: []infoSpec{infoOf("helmrelease_info", "The current Helm release of a HelmRelease (status.history[0]). Value is always 1.",
+			"status.history[0]",
+			labelSpec{"chart_name", from("status.history[0].chartName")},
+			labelSpec{"chart_version", from("status.history[0].chartVersion")},
+			labelSpec{"app_version", from("status.history[0].appVersion")},
+			labelSpec{"release_status", from("status.history[0].status")},
+			labelSpec{"release_action", from("status.history[0].action")},
+			labelSpec{"storage_namespace", from("status.storageNamespace")},
+		)},
+	},
+	// The webhook path is the generic Receiver's only credential.
+	"Receiver": {url: from("status.webhookPath").as(redactedPath)},
+	"ImageRepository": {
+		url:      from("spec.image"),
+		revision: from("status.lastScanResult.revision"),
+		gauges: []gaugeSpec{
+			{perObject("imagerepository_tags", "Number of tags found by the last scan (status.lastScanResult.tagCount)."), "status.lastScanResult.tagCount", number},
+			{perObject("imagerepository_last_scan_timestamp_seconds", "When the image repository was last scanned (status.lastScanResult.scanTime), in Unix seconds."), "status.lastScanResult.scanTime", unixSeconds},
+		},
+	},
+	"ImagePolicy": {
+		sourceName: from("spec.imageRepositoryRef.name"),
+		revision:   from("status.latestRef").as(imageReference),
+		infos: []infoSpec{infoOf("imagepolicy_info", "The latest image reference an ImagePolicy selected (status.latestRef). Value is always 1.",
+			"status.latestRef",
+			labelSpec{"latest_ref", from("status.latestRef").as(imageReference)},
+		)},
+	},
+	"ImageUpdateAutomation": {
+		sourceName: from("spec.sourceRef.name"),
+		path:       from("spec.update.path"),
+		revision:   from("status.lastPushCommit"),
+		gauges: []gaugeSpec{
+			{perObject("imageupdateautomation_last_push_timestamp_seconds", "When the automation last pushed a commit (status.lastPushTime), in Unix seconds."), "status.lastPushTime", unixSeconds},
+			{perObject("imageupdateautomation_last_run_timestamp_seconds", "When the automation last ran (status.lastAutomationRunTime), in Unix seconds."), "status.lastAutomationRunTime", unixSeconds},
+		},
+	},
 }
 
-// imageRef renders an image reference {name, tag, digest} as name:tag@digest.
-func imageRef(path ...any) field {
-	return func(r *reader) string {
-		at := func(k string) []any { return append(append([]any{}, path...), k) }
-		ref := r.str(at("name")...)
-		if tag := r.str(at("tag")...); tag != "" {
-			ref += ":" + tag
-		}
-		if digest := r.str(at("digest")...); digest != "" {
-			ref += "@" + digest
-		}
-		return ref
+// infoOf declares an info family whose label names are those of its label
+// specs, so that names and sources cannot drift apart.
+func infoOf(name, help, when string, labels ...labelSpec) infoSpec {
+	names := make([]string, len(labels))
+	for i, l := range labels {
+		names[i] = l.name
 	}
+	return infoSpec{family: perObject(name, help, names...), when: when, labels: labels}
 }
 
 // specFor resolves a kind's entry with the generic fallbacks filled in.
-// Resolved specs are cached: records point at them.
+// Resolved specs are built once.
 func specFor(kind string) *kindSpec {
 	if s, ok := resolvedSpecs[kind]; ok {
 		return s
@@ -197,41 +236,14 @@ var resolvedSpecs = func() map[string]*kindSpec {
 }()
 
 func resolve(s kindSpec) *kindSpec {
-	for _, f := range []struct {
-		dst *field
-		def field
-	}{
-		{&s.revision, defaultSpec.revision}, {&s.sourceName, defaultSpec.sourceName},
-		{&s.url, defaultSpec.url}, {&s.ref, defaultSpec.ref}, {&s.path, defaultSpec.path},
+	for _, f := range []struct{ dst, def *labelSource }{
+		{&s.revision, &genericSpec.revision}, {&s.sourceName, &genericSpec.sourceName},
+		{&s.url, &genericSpec.url}, {&s.ref, &genericSpec.ref}, {&s.path, &genericSpec.path},
 	} {
-		if *f.dst == nil {
-			*f.dst = f.def
+		if f.dst.paths == nil && f.dst.def == "" {
+			*f.dst = *f.def
 		}
 	}
-	if s.static == nil {
-		s.static = defaultSpec.static
-	}
-	s.gauges = append(append([]gauge{}, genericGauges...), s.gauges...)
+	s.gauges = append(append([]gaugeSpec{}, genericGauges...), s.gauges...)
 	return &s
-}
-
-// allDescs lists every per-object family, for docs and Describe.
-func allDescs() []*prometheus.Desc {
-	seen := map[*prometheus.Desc]bool{}
-	out := []*prometheus.Desc{resourceInfoDesc, attemptedRevisionDesc, conditionDesc, conditionTransitionDesc, conditionGenerationDesc}
-	for _, s := range resolvedSpecs {
-		for _, g := range s.gauges {
-			if !seen[g.desc] {
-				seen[g.desc] = true
-				out = append(out, g.desc)
-			}
-		}
-		for _, i := range s.infos {
-			if !seen[i.desc] {
-				seen[i.desc] = true
-				out = append(out, i.desc)
-			}
-		}
-	}
-	return out
 }

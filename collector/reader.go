@@ -2,7 +2,6 @@ package collector
 
 import (
 	"fmt"
-	"math"
 	"strings"
 	"time"
 )
@@ -158,50 +157,69 @@ func (r *reader) length(path ...any) (float64, bool) {
 	return float64(len(l)), true
 }
 
-// field reads one label value of the info metric.
-type field func(r *reader) string
+// label reads a label's value from its source.
+func (r *reader) label(s labelSource) string {
+	for _, p := range s.paths {
+		var v string
+		if s.form == imageReference {
+			v = r.imageRef(pathOf(p))
+		} else {
+			v = r.str(pathOf(p)...)
+		}
+		if v == "" {
+			continue
+		}
+		switch s.form {
+		case redactedURL:
+			return redactURL(v)
+		case redactedPath:
+			return redactPath(v)
+		}
+		return v
+	}
+	return s.def
+}
+
+// imageRef writes an image reference {name, tag, digest} as name:tag@digest.
+func (r *reader) imageRef(path []any) string {
+	at := func(k string) []any { return append(append([]any{}, path...), k) }
+	ref := r.str(at("name")...)
+	if tag := r.str(at("tag")...); tag != "" {
+		ref += ":" + tag
+	}
+	if digest := r.str(at("digest")...); digest != "" {
+		ref += "@" + digest
+	}
+	return ref
+}
 
 // value reads one sample; ok=false means the series is absent.
-type value func(r *reader) (float64, bool)
-
-func str(path ...any) field { return func(r *reader) string { return r.str(path...) } }
-
-// firstOf is the first non-empty of several fields.
-func firstOf(fs ...field) field {
-	return func(r *reader) string {
-		for _, f := range fs {
-			if s := f(r); s != "" {
-				return s
-			}
-		}
-		return ""
-	}
-}
-
-func num(path ...any) value { return func(r *reader) (float64, bool) { return r.num(path...) } }
-func timestamp(path ...any) value {
-	return func(r *reader) (float64, bool) { return r.timestamp(path...) }
-}
-func duration(path ...any) value {
-	return func(r *reader) (float64, bool) { return r.duration(path...) }
-}
-func length(path ...any) value { return func(r *reader) (float64, bool) { return r.length(path...) } }
-
-func flag(path ...any) value {
-	return func(r *reader) (float64, bool) {
+func (r *reader) value(path []any, how reading) (float64, bool) {
+	switch how {
+	case numberOrZero:
+		v, _ := r.num(path...)
+		return v, true
+	case unixSeconds:
+		return r.timestamp(path...)
+	case seconds:
+		return r.duration(path...)
+	case entries:
+		return r.length(path...)
+	case flag:
 		b, ok := r.boolean(path...)
 		if b {
 			return 1, ok
 		}
 		return 0, true // an absent spec.suspend means not suspended
 	}
+	return r.num(path...)
 }
 
-// absent marks a value slot with no series. NaN never occurs in a valid
-// Flux field, so it is safe as the sentinel and costs no extra memory.
-var absent = math.NaN()
-
-func isAbsent(v float64) bool { return math.IsNaN(v) }
+// static tells whether the object is one its controller never gives a
+// status.
+func (r *reader) static(s staticWhen) bool {
+	return s.always || (s.path != "" && r.str(pathOf(s.path)...) == s.value)
+}
 
 // conditionBool spells a boolean as Kubernetes condition statuses do, which
 // is what flux-operator's suspended label uses too.
@@ -211,18 +229,3 @@ func conditionBool(b bool) string {
 	}
 	return "False"
 }
-
-// predicate is a yes/no question about an object.
-type predicate func(r *reader) bool
-
-func never(*reader) bool  { return false }
-func always(*reader) bool { return true }
-
-// equals asks whether the string at path is want.
-func equals(want string, path ...any) predicate {
-	return func(r *reader) bool { return r.str(path...) == want }
-}
-
-// constant is a field's value when nothing in the object sets it, such as a
-// controller's documented default.
-func constant(s string) field { return func(*reader) string { return s } }

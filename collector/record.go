@@ -1,38 +1,54 @@
 package collector
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"slices"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/flux-exporter/flux_exporter/kube"
 )
 
-// Record is the compact, kind-neutral form of a Flux object that the
-// informer cache keeps instead of the object. Every label value and number
-// is computed once, when the object arrives, so a scrape only copies them
-// out.
+// Record is the compact form of a Flux object that the informer cache
+// keeps instead of the object: its per-object series, rendered once when
+// the object arrives. A scrape copies the rendered bytes out (WriteObjects);
+// the prometheus.Collector path parses the same bytes back (metrics), so
+// both show the same series.
 type Record struct {
 	Namespace, Name string
-	// info holds flux_resource_info's label values after the object labels.
-	info              []string
-	attemptedRevision string
-	conditions        []condition
-	// values is aligned with spec.gauges; absent slots are NaN.
-	values []float64
-	// infos is aligned with spec.infos; a nil entry has no series.
-	infos [][]string
-	spec  *kindSpec
+	// object is the object labels as every shared family's series starts
+	// with them (family.shared), kept once.
+	object []byte
+	// buf holds what each series adds to them (family.appendSeries), one
+	// after another; series[i] ends at series[i].end.
+	buf    []byte
+	series []sample
 }
 
-type condition struct {
-	typ, status, reason string
-	lastTransition      float64 // NaN when absent
-	observedGeneration  float64 // NaN when absent
+// appendSeries appends series i, whose bytes in buf start at start, as an
+// exposition line without its value: `name{labels} `.
+func (rec *Record) appendSeries(dst []byte, i int, start uint32) []byte {
+	s := rec.series[i]
+	f := families[s.family]
+	if f.shared {
+		dst = append(dst, f.open...)
+		dst = append(dst, rec.object...)
+	}
+	return append(dst, rec.buf[start:s.end]...)
+}
+
+// sample is one rendered series: its family, where its name and labels end
+// in the record's buf, and its value.
+type sample struct {
+	family uint16
+	end    uint32
+	value  float64
 }
 
 // GetObjectMeta gives the informer cache its namespace/name key.
@@ -40,45 +56,113 @@ func (r *Record) GetObjectMeta() metav1.Object {
 	return &metav1.ObjectMeta{Namespace: r.Namespace, Name: r.Name}
 }
 
-// Decode is the informer transform: it reduces an object to a Record and
-// returns the faults it met. A faulty field costs only that field.
+// Decode is the informer transform: it reads an object of kind k and
+// renders its series into a Record, and returns the faults it met. A faulty
+// field costs only that field. Families the metric filter excludes
+// (SetMetricFilter) are not rendered at all.
 func Decode(k kube.Kind, u *unstructured.Unstructured) (metav1.ObjectMetaAccessor, []error) {
 	r := &reader{obj: u.Object}
 	spec := specFor(k.Kind)
-	rec := &Record{
-		Namespace:         r.str("metadata", "namespace"),
-		Name:              r.str("metadata", "name"),
-		attemptedRevision: r.str("status", "lastAttemptedRevision"),
-		conditions:        r.conditions(),
-		spec:              spec,
+	rec := &Record{Namespace: r.str("metadata", "namespace"), Name: r.str("metadata", "name")}
+	w := recordWriter{rec: rec, r: r, object: []string{k.Kind, rec.Name, rec.Namespace}}
+	object, err := appendObjectLabels(nil, w.object)
+	if err != nil {
+		// Kubernetes names are ASCII; a kind name is too. Nothing of such
+		// an object could be exposed.
+		r.fail([]any{"metadata"}, err)
+		return rec, r.errs
 	}
-	ready, reason := readiness(spec, r, rec.conditions)
-	suspended, _ := r.boolean("spec", "suspend")
-	rec.info = []string{r.str("metadata", "uid"), ready, reason, conditionBool(suspended),
-		spec.revision(r), spec.sourceName(r), redactURL(spec.url(r)), spec.ref(r), spec.path(r)}
+	rec.object = object
 
-	rec.values = make([]float64, len(spec.gauges))
-	for i, g := range spec.gauges {
-		v, ok := g.value(r)
-		if !ok {
-			v = absent
-		}
-		rec.values[i] = v
+	conds := r.conditions()
+	ready, reason := readiness(spec, r, conds)
+	suspended, _ := r.boolean("spec", "suspend")
+	w.add(resourceInfoFamily, 1, r.str("metadata", "uid"), ready, reason, conditionBool(suspended),
+		r.label(spec.revision), r.label(spec.sourceName), redactURL(r.label(spec.url)), r.label(spec.ref), r.label(spec.path))
+	if rev := r.str("status", "lastAttemptedRevision"); rev != "" {
+		w.add(attemptedRevisionFamily, 1, rev)
 	}
-	if len(spec.infos) > 0 {
-		rec.infos = make([][]string, len(spec.infos))
-		for i, in := range spec.infos {
-			if _, ok := r.lookup(in.when); !ok {
-				continue
-			}
-			vals := make([]string, len(in.fields))
-			for j, f := range in.fields {
-				vals[j] = f(r)
-			}
-			rec.infos[i] = vals
+	for _, c := range conds {
+		w.add(conditionFamily, 1, c.typ, c.status, c.reason)
+		if c.hasTransition {
+			w.add(conditionTransitionFamily, c.lastTransition, c.typ)
+		}
+		if c.hasGeneration {
+			w.add(conditionGenerationFamily, c.observedGeneration, c.typ)
 		}
 	}
+	for _, g := range spec.gauges {
+		if v, ok := r.value(pathOf(g.from), g.read); ok {
+			w.add(g.family, v)
+		}
+	}
+	for _, in := range spec.infos {
+		if _, ok := r.lookup(pathOf(in.when)); !ok {
+			continue
+		}
+		vals := make([]string, len(in.labels))
+		for i, l := range in.labels {
+			vals[i] = r.label(l.from)
+		}
+		w.add(in.family, 1, vals...)
+	}
+	rec.groupByFamily()
 	return rec, r.errs
+}
+
+// groupByFamily puts the series in family order, buf with them, so that a
+// scrape writing family by family finds each record's series of a family
+// together. It also drops the spare capacity rendering left behind.
+func (rec *Record) groupByFamily() {
+	if slices.IsSortedFunc(rec.series, func(a, b sample) int { return int(a.family) - int(b.family) }) {
+		rec.buf, rec.series = slices.Clip(rec.buf), slices.Clip(rec.series)
+		return
+	}
+	type span struct {
+		sample
+		start uint32
+	}
+	spans := make([]span, len(rec.series))
+	start := uint32(0)
+	for i, s := range rec.series {
+		spans[i] = span{s, start}
+		start = s.end
+	}
+	slices.SortStableFunc(spans, func(a, b span) int { return int(a.family) - int(b.family) })
+	buf := make([]byte, 0, len(rec.buf))
+	series := make([]sample, len(spans))
+	for i, sp := range spans {
+		buf = append(buf, rec.buf[sp.start:sp.end]...)
+		series[i] = sample{family: sp.family, end: uint32(len(buf)), value: sp.value}
+	}
+	rec.buf, rec.series = buf, series
+}
+
+// recordWriter renders series into a record.
+type recordWriter struct {
+	rec    *Record
+	r      *reader
+	object []string // the object label values
+	values []string
+}
+
+func (w *recordWriter) add(f *family, v float64, extra ...string) {
+	if !metricFilter.includes(f.name) {
+		return
+	}
+	w.values = append(append(w.values[:0], w.object...), extra...)
+	start := len(w.rec.buf)
+	buf, err := f.appendSeries(w.rec.buf, w.values)
+	if err != nil {
+		w.rec.buf = buf[:start]
+		w.r.fail([]any{f.name}, err)
+		return
+	}
+	w.rec.buf = buf
+	if len(buf) > 1<<32-1 {
+		panic("collector: record larger than 4 GiB") // no Kubernetes object is
+	}
+	w.rec.series = append(w.rec.series, sample{family: uint16(f.id), end: uint32(len(buf)), value: v})
 }
 
 // readiness is the READY column of flux get (v2.9.5, cmd/flux/get.go
@@ -87,7 +171,7 @@ func Decode(k kube.Kind, u *unstructured.Unstructured) (metav1.ObjectMetaAccesso
 // condition's status and reason when there is one, else False, which flux
 // get explains as "waiting to be reconciled".
 func readiness(spec *kindSpec, r *reader, conds []condition) (status, reason string) {
-	if spec.static(r) {
+	if r.static(spec.static) {
 		return "True", ""
 	}
 	for _, c := range conds {
@@ -96,6 +180,14 @@ func readiness(spec *kindSpec, r *reader, conds []condition) (status, reason str
 		}
 	}
 	return "False", ""
+}
+
+type condition struct {
+	typ, status, reason string
+	lastTransition      float64
+	hasTransition       bool
+	observedGeneration  float64
+	hasGeneration       bool
 }
 
 // conditions reads status.conditions; malformed entries are skipped and
@@ -123,64 +215,69 @@ func (r *reader) conditions() []condition {
 			continue
 		}
 		if slices.ContainsFunc(out, func(o condition) bool { return o.typ == c.typ }) {
-			// Two series with one label set would fail the whole scrape.
+			// Two series with one label set would make the scrape invalid.
 			r.fail([]any{"status", "conditions", i}, fmt.Errorf("duplicate type %q", c.typ))
 			continue
 		}
 		if c.status == "" {
 			c.status = "Unknown"
 		}
-		c.lastTransition, c.observedGeneration = absent, absent
-		if t, ok := r.timestamp(at("lastTransitionTime")...); ok {
-			c.lastTransition = t
-		}
-		if g, ok := r.num(at("observedGeneration")...); ok {
-			c.observedGeneration = g
-		}
+		c.lastTransition, c.hasTransition = r.timestamp(at("lastTransitionTime")...)
+		c.observedGeneration, c.hasGeneration = r.num(at("observedGeneration")...)
 		out = append(out, c)
 	}
 	return out
 }
 
-// emit writes the record's series. It returns the first error met but
-// emits everything it can.
-func (rec *Record) emit(kind string, ch chan<- prometheus.Metric) error {
-	var first error
-	send := func(desc *prometheus.Desc, v float64, extra ...string) {
-		lv := make([]string, 0, 3+len(extra))
-		lv = append(lv, kind, rec.Name, rec.Namespace)
-		lv = append(lv, extra...)
-		m, err := prometheus.NewConstMetric(desc, prometheus.GaugeValue, v, lv...)
-		if err != nil {
-			if first == nil {
-				first = fmt.Errorf("%s %s/%s: %w", kind, rec.Namespace, rec.Name, err)
+// metrics parses the record's rendered series back into metrics, for the
+// prometheus.Collector path. It uses Prometheus's own text parser, so a
+// rendering the parser would reject fails here, in every test that
+// collects, rather than in a user's Prometheus.
+func (rec *Record) metrics() ([]prometheus.Metric, error) {
+	if len(rec.series) == 0 {
+		return nil, nil
+	}
+	var text []byte
+	start := uint32(0)
+	last := -1
+	for i, s := range rec.series {
+		if int(s.family) != last {
+			last = int(s.family)
+			text = fmt.Appendf(text, "# TYPE %s gauge\n", families[last].name)
+		}
+		text = rec.appendSeries(text, i, start)
+		text = appendFloat(text, s.value, textFloat)
+		text = append(text, '\n')
+		start = s.end
+	}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	parsed, err := parser.TextToMetricFamilies(bytes.NewReader(text))
+	if err != nil {
+		return nil, fmt.Errorf("%s/%s: rendered series do not parse: %w", rec.Namespace, rec.Name, err)
+	}
+	var out []prometheus.Metric
+	for _, s := range rec.series {
+		f := families[s.family]
+		mf := parsed[f.name]
+		if mf == nil {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			have := make(map[string]string, len(m.GetLabel()))
+			for _, lp := range m.GetLabel() {
+				have[lp.GetName()] = lp.GetValue()
 			}
-			return
+			vals := make([]string, 0, len(objectLabels)+len(f.labels))
+			for i := range len(objectLabels) + len(f.labels) {
+				vals = append(vals, have[f.labelName(i)])
+			}
+			cm, err := prometheus.NewConstMetric(f.desc, prometheus.GaugeValue, m.GetGauge().GetValue(), vals...)
+			if err != nil {
+				return nil, fmt.Errorf("%s/%s: %w", rec.Namespace, rec.Name, err)
+			}
+			out = append(out, cm)
 		}
-		ch <- m
+		delete(parsed, f.name) // each family once
 	}
-	send(resourceInfoDesc, 1, rec.info...)
-	if rec.attemptedRevision != "" {
-		send(attemptedRevisionDesc, 1, rec.attemptedRevision)
-	}
-	for _, c := range rec.conditions {
-		send(conditionDesc, 1, c.typ, c.status, c.reason)
-		if !isAbsent(c.lastTransition) {
-			send(conditionTransitionDesc, c.lastTransition, c.typ)
-		}
-		if !isAbsent(c.observedGeneration) {
-			send(conditionGenerationDesc, c.observedGeneration, c.typ)
-		}
-	}
-	for i, g := range rec.spec.gauges {
-		if !isAbsent(rec.values[i]) {
-			send(g.desc, rec.values[i])
-		}
-	}
-	for i, in := range rec.spec.infos {
-		if rec.infos[i] != nil {
-			send(in.desc, 1, rec.infos[i]...)
-		}
-	}
-	return first
+	return out, nil
 }

@@ -20,9 +20,14 @@ type recordCollector struct {
 }
 
 func (c recordCollector) Describe(ch chan<- *prometheus.Desc) { prometheus.DescribeByCollect(c, ch) }
-func (c recordCollector) Collect(ch chan<- prometheus.Metric) { _ = c.rec.emit(c.kind, ch) }
+func (c recordCollector) Collect(ch chan<- prometheus.Metric) {
+	ms, _ := c.rec.metrics()
+	for _, m := range ms {
+		ch <- m
+	}
+}
 
-func decodeYAML(t *testing.T, doc string) (string, *Record) {
+func decodeYAML(t testing.TB, doc string) (string, *Record) {
 	t.Helper()
 	var obj map[string]any
 	if err := yaml.Unmarshal([]byte(doc), &obj); err != nil {

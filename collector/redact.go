@@ -68,15 +68,9 @@ func redactURL(s string) string {
 	return out
 }
 
-// redactedPath keeps the first segment of a secret URL path, such as a
+// redactPath keeps the first segment of a secret URL path, such as a
 // Receiver's /hook/<sha256>, whose remainder is the credential.
-func redactedPath(f field) field {
-	return func(r *reader) string {
-		p := f(r)
-		if p == "" {
-			return ""
-		}
-		first, _, _ := strings.Cut(strings.TrimPrefix(p, "/"), "/")
-		return "/" + first + "/" + redacted
-	}
+func redactPath(p string) string {
+	first, _, _ := strings.Cut(strings.TrimPrefix(p, "/"), "/")
+	return "/" + first + "/" + redacted
 }

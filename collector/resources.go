@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -54,13 +55,22 @@ var (
 		"A Flux kind discovered from its CustomResourceDefinition, at the version that is read. Value is always 1.",
 		[]string{"group", "version", "kind", "resource"}, nil)
 	kindObjectsDesc = prometheus.NewDesc(prometheus.BuildFQName(namespace, "exporter", "kind_objects"),
-		"Objects of the kind in the exporter's cache.", kindLabels, nil)
+		"Objects of the kind in the exporter's cache: with sharding, this replica's shard of them, so the sum over the replicas is the cluster's count.", kindLabels, nil)
 	kindSyncedDesc = prometheus.NewDesc(prometheus.BuildFQName(namespace, "exporter", "kind_synced"),
 		"Whether the kind's cache has completed its first list (1) or not (0); an unsynced kind reports no objects.", kindLabels, nil)
 	kindForbiddenDesc = prometheus.NewDesc(prometheus.BuildFQName(namespace, "exporter", "kind_forbidden"),
 		"Whether the API server answers 403 Forbidden to the exporter's list or watch of the kind (1) or not (0). A forbidden kind stays unsynced and reports no objects, and /-/ready does not wait for it; grant get, list, watch on its group and resource.", kindLabels, nil)
 	watchErrorsDesc = prometheus.NewDesc(prometheus.BuildFQName(namespace, "exporter", "watch_errors_total"),
 		"Failed list or watch requests for the kind (connection errors and HTTP errors, Forbidden included); the cache keeps serving the last known objects while client-go retries.", kindLabels, nil)
+	// The shard pair follows kube-state-metrics' kube_state_metrics_shard_ordinal
+	// and kube_state_metrics_total_shards, so the same dashboards and alerts
+	// patterns apply.
+	shardOrdinalDesc = prometheus.NewDesc(prometheus.BuildFQName(namespace, "exporter", "shard_ordinal"),
+		"This replica's shard (--shard, or its StatefulSet pod's ordinal with --pod), as a value and a label; it exports only the Flux objects of this shard. 0 when unsharded.",
+		[]string{"shard_ordinal"}, nil)
+	totalShardsDesc = prometheus.NewDesc(prometheus.BuildFQName(namespace, "exporter", "total_shards"),
+		"The number of shards the Flux objects are split into (--total-shards, or the StatefulSet's replicas with --pod); 1 when unsharded. Sum per-object and kind-level series over the replicas of a job; each object is on exactly one.",
+		nil, nil)
 	objectErrorsDesc = prometheus.NewDesc(prometheus.BuildFQName(namespace, "exporter", "object_errors_total"),
 		"Fields of the kind's objects that were present but could not be read (wrong type or format); the rest of each object is still reported.", kindLabels, nil)
 )
@@ -72,10 +82,18 @@ type Resources struct {
 
 var _ Collector = (*Resources)(nil)
 
-// Update emits the kind-level series and each record's series.
-func (c *Resources) Update(_ context.Context, ch chan<- prometheus.Metric) error {
+// Update emits the kind-level series and, unless the scrape writes them
+// itself (Exporter.Scrape), each record's series.
+func (c *Resources) Update(ctx context.Context, ch chan<- prometheus.Metric) error {
 	var errs []error
-	for _, ks := range c.state.State() {
+	if s, ok := c.state.(interface{ Sharding() kube.Sharding }); ok {
+		sh := s.Sharding().Normalized()
+		ch <- prometheus.MustNewConstMetric(shardOrdinalDesc, prometheus.GaugeValue, float64(sh.Shard), strconv.Itoa(sh.Shard))
+		ch <- prometheus.MustNewConstMetric(totalShardsDesc, prometheus.GaugeValue, float64(sh.Total))
+	}
+	sc := scrapeOf(ctx)
+	states := sc.objects(c.state)
+	for _, ks := range states {
 		k := ks.Kind
 		ch <- prometheus.MustNewConstMetric(kindInfoDesc, prometheus.GaugeValue, 1, k.Group, k.Version, k.Kind, k.Resource)
 		ch <- prometheus.MustNewConstMetric(kindSyncedDesc, prometheus.GaugeValue, boolValue(ks.Synced), k.Group, k.Kind)
@@ -83,13 +101,20 @@ func (c *Resources) Update(_ context.Context, ch chan<- prometheus.Metric) error
 		ch <- prometheus.MustNewConstMetric(kindObjectsDesc, prometheus.GaugeValue, float64(len(ks.Records)), k.Group, k.Kind)
 		ch <- prometheus.MustNewConstMetric(watchErrorsDesc, prometheus.CounterValue, float64(ks.WatchErrors), k.Group, k.Kind)
 		ch <- prometheus.MustNewConstMetric(objectErrorsDesc, prometheus.CounterValue, float64(ks.ObjectErrors), k.Group, k.Kind)
+		if sc.writesObjects {
+			continue
+		}
 		for _, o := range ks.Records {
 			rec, ok := o.(*Record)
 			if !ok {
 				continue
 			}
-			if err := rec.emit(k.Kind, ch); err != nil {
+			ms, err := rec.metrics()
+			if err != nil {
 				errs = append(errs, err)
+			}
+			for _, m := range ms {
+				ch <- m
 			}
 		}
 	}
@@ -97,7 +122,7 @@ func (c *Resources) Update(_ context.Context, ch chan<- prometheus.Metric) error
 }
 
 func init() {
-	describe(append(allDescs(), kindInfoDesc, kindObjectsDesc, kindSyncedDesc, kindForbiddenDesc, watchErrorsDesc, objectErrorsDesc)...)
+	describe(append(allDescs(), kindInfoDesc, kindObjectsDesc, kindSyncedDesc, kindForbiddenDesc, watchErrorsDesc, objectErrorsDesc, shardOrdinalDesc, totalShardsDesc)...)
 }
 
 func boolValue(b bool) float64 {

@@ -4,6 +4,7 @@
 package web
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -13,9 +14,13 @@ import (
 	"strings"
 	"time"
 
+	"github.com/klauspost/compress/gzhttp"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/common/expfmt"
 	toolkit "github.com/prometheus/exporter-toolkit/web"
+
+	"github.com/flux-exporter/flux_exporter/collector"
 )
 
 // Options describe what the mux serves.
@@ -24,8 +29,13 @@ type Options struct {
 	Version       string
 	// Static holds the collectors that do not need the scrape's context.
 	Static prometheus.Gatherer
-	// Scrape builds the collectors of one scrape, bound to its deadline.
-	Scrape func(ctx context.Context) prometheus.Collector
+	// Scrape builds the collectors of one scrape, bound to its deadline,
+	// and the writer of its per-object families, which the handler calls
+	// after encoding everything the collectors gathered.
+	Scrape func(ctx context.Context) (prometheus.Collector, collector.ObjectWriter)
+	// Filter drops gathered families by name (--metric-allowlist and
+	// --metric-denylist); nil keeps them all.
+	Filter *collector.MetricFilter
 	// Instrument, when set, records the metrics handler's own metrics.
 	Instrument prometheus.Registerer
 	// TimeoutOffset is taken off Prometheus's scrape timeout, so that the
@@ -59,16 +69,15 @@ func NewMux(o Options) (*http.ServeMux, error) {
 		}
 		ctx, cancel := scrapeContext(r, o.TimeoutOffset)
 		defer cancel()
-		reg := prometheus.NewRegistry()
-		if err := reg.Register(o.Scrape(ctx)); err != nil {
-			http.Error(w, err.Error(), http.StatusInternalServerError)
-			return
-		}
-		promhttp.HandlerFor(prometheus.Gatherers{o.Static, reg}, promhttp.HandlerOpts{
-			ErrorLog:      slog.NewLogLogger(o.Logger.Handler(), slog.LevelError),
-			ErrorHandling: promhttp.ContinueOnError,
-		}).ServeHTTP(w, r)
+		serveScrape(w, r, ctx, o)
 	})
+	// Compression as promhttp negotiates it (Accept-Encoding), by a
+	// maintained handler with a faster gzip than the standard library's.
+	gz, err := gzhttp.NewWrapper(gzhttp.MinSize(gzipMinSize))
+	if err != nil {
+		return nil, fmt.Errorf("gzip handler: %w", err)
+	}
+	metrics = gz(metrics)
 	if o.Instrument != nil {
 		metrics = promhttp.InstrumentMetricHandler(o.Instrument, metrics)
 	}
@@ -103,6 +112,71 @@ func NewMux(o Options) (*http.ServeMux, error) {
 		mux.Handle("/", landing)
 	}
 	return mux, nil
+}
+
+// gzipMinSize is the smallest body worth compressing; an error page or an
+// empty scrape is not.
+const gzipMinSize = 1 << 10
+
+// offeredFormats are the exposition formats the metrics endpoint offers, by
+// preference: those the per-object series can be written in. Prometheus
+// always accepts the text format, so no scraper is left without one.
+var offeredFormats = func() []expfmt.Format {
+	var out []expfmt.Format
+	for _, f := range expfmt.DefaultOpenMetricsAcceptedFormats() {
+		if t := f.FormatType(); t == expfmt.TypeTextPlain || t == expfmt.TypeOpenMetrics {
+			out = append(out, f)
+		}
+	}
+	return out
+}()
+
+// serveScrape answers one scrape: the families the collectors gather,
+// encoded by client_golang's encoders, then the per-object families written
+// from the records' rendered bytes, in one format and one response.
+func serveScrape(w http.ResponseWriter, r *http.Request, ctx context.Context, o Options) {
+	c, writeObjects := o.Scrape(ctx)
+	reg := prometheus.NewRegistry()
+	if err := reg.Register(c); err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	mfs, err := prometheus.Gatherers{o.Static, reg}.Gather()
+	if err != nil {
+		// As promhttp's ContinueOnError: report, and serve what gathered.
+		o.Logger.Error("Error gathering metrics", "err", err)
+		if len(mfs) == 0 {
+			http.Error(w, "An error has occurred while gathering metrics:\n\n"+err.Error(), http.StatusInternalServerError)
+			return
+		}
+	}
+	format := expfmt.NegotiateAccept(r.Header, offeredFormats...)
+	w.Header().Set("Content-Type", string(format))
+	w.Header().Add("Vary", "Accept")
+	bw := bufio.NewWriterSize(w, 64<<10)
+	enc := expfmt.NewEncoder(bw, format)
+	for _, mf := range mfs {
+		if !o.Filter.Includes(mf.GetName()) {
+			continue
+		}
+		if err := enc.Encode(mf); err != nil {
+			o.Logger.Error("Error encoding metric family", "family", mf.GetName(), "err", err)
+			return
+		}
+	}
+	if err := writeObjects(bw, format); err != nil {
+		o.Logger.Error("Error writing per-object metrics", "err", err)
+		return
+	}
+	if closer, ok := enc.(expfmt.Closer); ok {
+		if err := closer.Close(); err != nil {
+			o.Logger.Error("Error closing the exposition", "err", err)
+			return
+		}
+	}
+	if err := bw.Flush(); err != nil {
+		o.Logger.Debug("Scrape response not delivered", "err", err)
+	}
 }
 
 // scrapeContext bounds a scrape by the deadline Prometheus announces.

@@ -2,6 +2,7 @@ package web
 
 import (
 	"bufio"
+	"compress/gzip"
 	"context"
 	"errors"
 	"fmt"
@@ -15,6 +16,9 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/common/expfmt"
+
+	"github.com/flux-exporter/flux_exporter/collector"
 )
 
 // blockingCollector holds a scrape until released, and records the
@@ -44,10 +48,10 @@ func newServer(t *testing.T, maxRequests int) (*httptest.Server, *blockingCollec
 	mux, err := NewMux(Options{
 		TelemetryPath: "/metrics",
 		Static:        prometheus.NewRegistry(),
-		Scrape: func(ctx context.Context) prometheus.Collector {
+		Scrape: func(ctx context.Context) (prometheus.Collector, collector.ObjectWriter) {
 			c := *b
 			c.ctx = ctx
-			return &c
+			return &c, func(*bufio.Writer, expfmt.Format) error { return nil }
 		},
 		TimeoutOffset: 500 * time.Millisecond,
 		MaxRequests:   maxRequests,
@@ -368,5 +372,106 @@ func must(t *testing.T, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// objectLine stands for the per-object series an ObjectWriter writes.
+const objectLine = "flux_resource_suspended{exported_namespace=\"ns\",kind=\"Kustomization\",name=\"apps\"} "
+
+// TestScrapeNegotiates: one response holds the gathered families and the
+// per-object ones, in the negotiated format (text or OpenMetrics, never
+// protobuf), compressed when the scraper accepts gzip, and without the
+// families the metric filter drops.
+func TestScrapeNegotiates(t *testing.T) {
+	static := prometheus.NewRegistry()
+	static.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "flux_exporter_test_kept", Help: "Kept."}, func() float64 { return 1 }))
+	static.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "flux_exporter_test_dropped", Help: "Dropped."}, func() float64 { return 1 }))
+	filter, err := collector.NewMetricFilter(nil, []string{"_dropped$"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux, err := NewMux(Options{
+		TelemetryPath: "/metrics",
+		Static:        static,
+		Filter:        filter,
+		Scrape: func(context.Context) (prometheus.Collector, collector.ObjectWriter) {
+			return prometheus.NewRegistry(), func(w *bufio.Writer, f expfmt.Format) error {
+				header := "# HELP flux_resource_suspended Suspended.\n# TYPE flux_resource_suspended gauge\n"
+				value := "1"
+				if f.FormatType() == expfmt.TypeOpenMetrics {
+					value = "1.0"
+				}
+				// Enough series to pass the threshold below which a body is
+				// not worth compressing.
+				if _, err := w.WriteString(header + objectLine + value + "\n"); err != nil {
+					return err
+				}
+				for i := range 40 {
+					fmt.Fprintf(w, "flux_resource_suspended{exported_namespace=\"ns\",kind=\"Kustomization\",name=\"app-%d\"} %s\n", i, value)
+				}
+				return nil
+			}
+		},
+		Ready:  func() (bool, []string) { return true, nil },
+		Logger: slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	for _, tc := range []struct {
+		accept, wantType, wantValue string
+		eof                         bool
+	}{
+		{"", "text/plain", "1", false},
+		{"application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1", "application/openmetrics-text", "1.0", true},
+		// Protobuf is not offered: the per-object series exist only as text.
+		{"application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited,text/plain;version=0.0.4;q=0.5", "text/plain", "1", false},
+	} {
+		req, _ := http.NewRequest(http.MethodGet, srv.URL+"/metrics", nil)
+		if tc.accept != "" {
+			req.Header.Set("Accept", tc.accept)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		text := string(body)
+		if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, tc.wantType) {
+			t.Errorf("Accept %q: Content-Type %q, want %s", tc.accept, ct, tc.wantType)
+		}
+		if !strings.Contains(text, objectLine+tc.wantValue+"\n") || !strings.Contains(text, "flux_exporter_test_kept") {
+			t.Errorf("Accept %q: body lacks the gathered or the per-object series:\n%s", tc.accept, text)
+		}
+		if strings.Contains(text, "flux_exporter_test_dropped") {
+			t.Errorf("Accept %q: the denied family was served", tc.accept)
+		}
+		if got := strings.HasSuffix(text, "# EOF\n"); got != tc.eof {
+			t.Errorf("Accept %q: ends with # EOF: %v, want %v", tc.accept, got, tc.eof)
+		}
+	}
+
+	// gzip, as promhttp negotiates it; Go's client asks for it and
+	// decompresses by itself, so ask explicitly to see the encoding.
+	req, _ := http.NewRequest(http.MethodGet, srv.URL+"/metrics", nil)
+	req.Header.Set("Accept-Encoding", "gzip")
+	resp, err := http.DefaultTransport.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if enc := resp.Header.Get("Content-Encoding"); enc != "gzip" {
+		t.Fatalf("Content-Encoding %q, want gzip", enc)
+	}
+	zr, err := gzip.NewReader(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(zr)
+	if err != nil || !strings.Contains(string(body), objectLine) {
+		t.Errorf("gzip body does not decompress to the scrape (%v):\n%s", err, body)
 	}
 }

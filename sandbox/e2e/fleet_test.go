@@ -268,6 +268,9 @@ func normalisedFleetScrape(t *testing.T, s scrape) string {
 				m.GetGauge().Value = ptr(0.0)
 			}
 		}
+		// The exporter writes a family's series in cache order; the
+		// golden file keeps them sorted, as Prometheus ignores the order.
+		slices.SortFunc(fam.Metric, func(a, b *dto.Metric) int { return strings.Compare(labelKey(labels(a)), labelKey(labels(b))) })
 		if _, err := expfmt.MetricFamilyToText(&b, fam); err != nil {
 			t.Fatal(err)
 		}

@@ -1,0 +1,185 @@
+package collector
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"math"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"github.com/prometheus/common/expfmt"
+)
+
+// floatStyle is how an exposition format spells a sample value.
+type floatStyle int
+
+const (
+	// textFloat is the text format's spelling, as client_golang writes it:
+	// the shortest decimal that reads back exactly.
+	textFloat floatStyle = iota
+	// openMetricsFloat is OpenMetrics', as client_golang writes it: the
+	// same, with ".0" after integers.
+	openMetricsFloat
+)
+
+func appendFloat(buf []byte, v float64, style floatStyle) []byte {
+	switch {
+	case math.IsNaN(v):
+		return append(buf, "NaN"...)
+	case math.IsInf(v, +1):
+		return append(buf, "+Inf"...)
+	case math.IsInf(v, -1):
+		return append(buf, "-Inf"...)
+	}
+	start := len(buf)
+	buf = strconv.AppendFloat(buf, v, 'g', -1, 64)
+	if style == openMetricsFloat && !bytes.ContainsAny(buf[start:], "e.") {
+		buf = append(buf, '.', '0')
+	}
+	return buf
+}
+
+// headers are each family's HELP and TYPE lines, per float style, built
+// once the families are sorted (see family.go's init).
+var headers [2][][]byte
+
+func buildHeaders() {
+	for style, escapeHelp := range []func(string) string{escapeTextHelp, escapeOpenMetricsHelp} {
+		headers[style] = make([][]byte, len(families))
+		for i, f := range families {
+			headers[style][i] = fmt.Appendf(nil, "# HELP %s %s\n# TYPE %s gauge\n", f.name, escapeHelp(f.help), f.name)
+		}
+	}
+}
+
+var (
+	textHelpEscaper        = strings.NewReplacer(`\`, `\\`, "\n", `\n`)
+	openMetricsHelpEscaper = strings.NewReplacer(`\`, `\\`, "\n", `\n`, `"`, `\"`)
+)
+
+func escapeTextHelp(s string) string        { return textHelpEscaper.Replace(s) }
+func escapeOpenMetricsHelp(s string) string { return openMetricsHelpEscaper.Replace(s) }
+
+// styleOf tells how format spells values; ok is false for formats the
+// prebuilt series cannot be written in (protobuf).
+func styleOf(format expfmt.Format) (floatStyle, bool) {
+	switch format.FormatType() {
+	case expfmt.TypeTextPlain:
+		return textFloat, true
+	case expfmt.TypeOpenMetrics:
+		return openMetricsFloat, true
+	}
+	return 0, false
+}
+
+// writeObjects writes the per-object families of the records: each family
+// once, its HELP and TYPE lines and then every record's series of it, in
+// the style of the format. Families without series are left out, as
+// client_golang leaves them out.
+func writeObjects(w *bufio.Writer, records []*Record, style floatStyle) error {
+	// Family by family, every record is visited once per family. The
+	// cursors keep what that visit needs in one array, read in order,
+	// so that records without a series of the family cost no pointer chase.
+	type cursor struct {
+		rec   *Record
+		next  int    // the first series not yet written
+		fam   int    // its family, or -1 when all are written
+		start uint32 // where its name and labels begin in rec.buf
+	}
+	cursors := make([]cursor, 0, len(records))
+	for _, rec := range records {
+		if len(rec.series) > 0 {
+			cursors = append(cursors, cursor{rec: rec, fam: int(rec.series[0].family)})
+		}
+	}
+	var line []byte
+	for fam := range families {
+		header := false
+		for i := range cursors {
+			c := &cursors[i]
+			if c.fam != fam {
+				continue
+			}
+			if !header {
+				header = true
+				if _, err := w.Write(headers[style][fam]); err != nil {
+					return err
+				}
+			}
+			for c.fam == fam {
+				s := c.rec.series[c.next]
+				line = c.rec.appendSeries(line[:0], c.next, c.start)
+				line = appendFloat(line, s.value, style)
+				line = append(line, '\n')
+				if _, err := w.Write(line); err != nil {
+					return err
+				}
+				c.start = s.end
+				c.next++
+				c.fam = -1
+				if c.next < len(c.rec.series) {
+					c.fam = int(c.rec.series[c.next].family)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// MetricFilter selects metric families by name, as kube-state-metrics'
+// --metric-allowlist and --metric-denylist do: each entry is a regular
+// expression matched anywhere in the name (anchor it with ^ and $ to match
+// the whole name).
+type MetricFilter struct {
+	list  []*regexp.Regexp
+	allow bool
+}
+
+// NewMetricFilter builds a filter from an allowlist or a denylist; setting
+// both is an error, as is an entry that is not a regular expression. With
+// neither, every family is included.
+func NewMetricFilter(allow, deny []string) (*MetricFilter, error) {
+	if len(allow) > 0 && len(deny) > 0 {
+		return nil, fmt.Errorf("--metric-allowlist and --metric-denylist are mutually exclusive; set only one")
+	}
+	f := &MetricFilter{allow: len(allow) > 0}
+	entries, flag := deny, "--metric-denylist"
+	if f.allow {
+		entries, flag = allow, "--metric-allowlist"
+	}
+	for _, e := range entries {
+		re, err := regexp.Compile(e)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %q is not a regular expression: %w", flag, e, err)
+		}
+		f.list = append(f.list, re)
+	}
+	return f, nil
+}
+
+// Includes tells whether the family named name is exported. A nil filter
+// includes everything.
+func (f *MetricFilter) Includes(name string) bool {
+	if f == nil || (len(f.list) == 0 && !f.allow) {
+		return true
+	}
+	for _, re := range f.list {
+		if re.MatchString(name) {
+			return f.allow
+		}
+	}
+	return !f.allow
+}
+
+func (f *MetricFilter) includes(name string) bool { return f.Includes(name) }
+
+// metricFilter is the filter records are rendered with; SetMetricFilter sets
+// it before any cache starts.
+var metricFilter *MetricFilter
+
+// SetMetricFilter makes Decode leave out the per-object families f excludes,
+// so that they cost neither memory nor scrape time. Call it before starting
+// the caches; records decoded earlier keep what they rendered.
+func SetMetricFilter(f *MetricFilter) { metricFilter = f }
