@@ -49,6 +49,9 @@ type config struct {
 	startupTimeout     *time.Duration
 	namespaces         *string
 	excludeNS          *string
+	shard, totalShards *int
+	shardSet, totalSet bool
+	pod, podNamespace  *string
 	fluxNamespace      *string
 	apiGroups          *string
 	controllerSelector *string
@@ -58,6 +61,8 @@ type config struct {
 	eventsWebConfig    *string
 	eventsMaxBody      *units.Base2Bytes
 	events             events.Config
+	metricAllowlist    *string
+	metricDenylist     *string
 	log                promslog.Config
 }
 
@@ -74,6 +79,8 @@ func newApp() (*kingpin.Application, *config) {
 		startupTimeout: app.Flag("kube.startup-timeout", "How long to wait for the API server at start before exiting.").Default("30s").Duration(),
 		namespaces:     app.Flag("namespaces", "Comma-separated namespaces to watch; empty watches all.").Default("").String(),
 		excludeNS:      app.Flag("namespaces-exclude", "Comma-separated namespaces never to watch.").Default("").String(),
+		pod:            app.Flag("pod", "Name of the exporter's own pod, from the downward API, with --pod-namespace: the shard is the pod's ordinal in its StatefulSet and --total-shards the StatefulSet's replicas, followed as they change. Needs get on pods and get, list, watch on statefulsets in that namespace.").Default("").String(),
+		podNamespace:   app.Flag("pod-namespace", "Namespace of --pod, from the downward API.").Default("").String(),
 
 		fluxNamespace:      app.Flag("flux.namespace", "Namespace of the Flux controllers, for the controllers collector.").Default("flux-system").String(),
 		apiGroups:          app.Flag("flux.api-groups", "Comma-separated API groups whose Established CRDs are watched; the exporter's ClusterRole must grant get, list, watch on each (the chart and deploy/ grant the default).").Default(strings.Join(kube.DefaultAPIGroups, ",")).String(),
@@ -89,10 +96,14 @@ func newApp() (*kingpin.Application, *config) {
 	c.eventsMaxBody = app.Flag("events.max-body-bytes", "Largest event body accepted; larger requests get 413.").Default("1MiB").Bytes()
 	app.Flag("events.series-ttl", "How long event series are kept after their object is deleted from the cluster, or, for an object the exporter does not watch, after its last event.").Default("1h").DurationVar(&c.events.SeriesTTL)
 	app.Flag("events.max-series", "Hard cap on event series; events past it are dropped and counted.").Default("10000").IntVar(&c.events.MaxSeries)
+	c.shard = app.Flag("shard", "This replica's shard, from 0 to --total-shards minus one: it exports only the Flux objects whose UID hashes to it, as kube-state-metrics shards. The controllers collector runs on shard 0 only.").Default("0").IsSetByUser(&c.shardSet).Int()
+	c.totalShards = app.Flag("total-shards", "Number of replicas the Flux objects are split between; 1 disables sharding.").Default("1").IsSetByUser(&c.totalSet).Int()
 	app.Flag("kube.config", "Path to a kubeconfig; default: $KUBECONFIG, then in-cluster, then ~/.kube/config.").StringVar(&c.kube.Kubeconfig)
 	app.Flag("kube.context", "Kubeconfig context to use; default: the current context.").StringVar(&c.kube.Context)
 	app.Flag("kube.qps", "Queries per second allowed to the API server.").Default("20").Float32Var(&c.kube.QPS)
 	app.Flag("kube.burst", "Burst of queries allowed to the API server.").Default("40").IntVar(&c.kube.Burst)
+	c.metricAllowlist = app.Flag("metric-allowlist", "Comma-separated regular expressions over metric family names; only the families any of them matches are exported, as kube-state-metrics' flag. Mutually exclusive with --metric-denylist.").Default("").String()
+	c.metricDenylist = app.Flag("metric-denylist", "Comma-separated regular expressions over metric family names; the families any of them matches are not exported, as kube-state-metrics' flag. Mutually exclusive with --metric-allowlist.").Default("").String()
 	collector.RegisterFlags(app)
 	promslogflag.AddFlags(app, &c.log)
 	app.Version(version.Print(program))
@@ -115,6 +126,17 @@ func run(args []string) int {
 		fmt.Fprintf(os.Stderr, "%s: %v\n", program, err)
 		return 2
 	}
+	if err := validateSharding(c); err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", program, err)
+		return 2
+	}
+	metricFilter, err := collector.NewMetricFilter(splitList(*c.metricAllowlist), splitList(*c.metricDenylist))
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", program, err)
+		return 2
+	}
+	// Before any cache starts: records render only the families it keeps.
+	collector.SetMetricFilter(metricFilter)
 	logger := promslog.New(&c.log)
 	klog.SetSlogLogger(logger.With("component", "client-go"))
 
@@ -146,21 +168,61 @@ func run(args []string) int {
 		logger.Error("Cannot read CustomResourceDefinitions", "err", err)
 		return 1
 	}
+	sharding := kube.Sharding{Shard: *c.shard, Total: *c.totalShards}
+	var podSharding *kube.PodSharding
+	if *c.pod != "" {
+		if podSharding, err = kube.NewPodSharding(cfg, *c.pod, *c.podNamespace, logger.With("component", "sharding")); err == nil {
+			rctx, cancel := context.WithTimeout(ctx, *c.startupTimeout)
+			sharding, err = podSharding.Resolve(rctx)
+			cancel()
+		}
+		if err != nil {
+			logger.Error("Cannot find this pod's shard", "err", err)
+			return 1
+		}
+	}
+	if sharding.Enabled() {
+		logger.Info("Sharding the Flux objects", "shard", sharding.Shard, "total_shards", sharding.Total, "from_pod", *c.pod != "")
+	}
 	watcher, err := kube.NewWatcher(cfg, kube.WatcherOptions{
 		APIGroups:         apiGroups,
 		Namespaces:        splitList(*c.namespaces),
 		ExcludeNamespaces: splitList(*c.excludeNS),
-		Transform:         collector.Decode,
-		Logger:            logger,
+		Sharding:          sharding,
+		// Event series wait this long on a deletion; a sharded cache must
+		// remember its deletions as long to tell them from other shards'
+		// objects.
+		DeletedRetention: c.events.SeriesTTL,
+		Transform:        collector.Decode,
+		Logger:           logger,
 	})
 	if err != nil {
 		logger.Error("Cannot watch Flux objects", "err", err)
 		return 1
 	}
 	go watcher.Run(ctx)
+	if podSharding != nil {
+		err := podSharding.Watch(ctx, sharding, func(s kube.Sharding) {
+			if err := watcher.Reshard(ctx, s); err != nil {
+				logger.Error("Resharding left some Flux kinds unwatched", "err", err)
+			}
+		})
+		if err != nil {
+			logger.Error("Cannot watch this pod's StatefulSet", "err", err)
+			return 1
+		}
+	}
 
 	deps := collector.Deps{Flux: watcher, ControllersTimeout: *c.controllersTimeout, Logger: logger}
 	ready := watcher.Ready
+	// Controller series come from the controller pods, not from the Flux
+	// objects: every replica would export the same ones, and dashboards that
+	// sum over instances would count them once per shard. A pod's ordinal
+	// never changes, so neither does this choice.
+	if collector.Enabled("controllers") && sharding.Shard != 0 {
+		logger.Info("The controllers collector runs on shard 0 only; this replica exports no controller series", "shard", sharding.Shard)
+		collector.Disable("controllers")
+	}
 	if collector.Enabled("controllers") {
 		controllers, err := kube.NewControllers(cfg, kube.ControllersOptions{Namespace: *c.fluxNamespace, Selector: *c.controllerSelector, Logger: logger})
 		if err != nil {
@@ -223,7 +285,8 @@ func run(args []string) int {
 		TelemetryPath: *c.telemetryPath,
 		Version:       version.Info(),
 		Static:        static,
-		Scrape:        exporter.Scrape,
+		Scrape:        exporter.ScrapeWriting,
+		Filter:        metricFilter,
 		Instrument:    instrument,
 		TimeoutOffset: *c.timeoutOffset,
 		MaxRequests:   *c.maxRequests,
@@ -242,6 +305,21 @@ func run(args []string) int {
 	}
 	logger.Info("Shut down cleanly")
 	return 0
+}
+
+// validateSharding checks the sharding flags together: --shard within
+// --total-shards, and --pod with --pod-namespace and without the static
+// pair, which it replaces.
+func validateSharding(c *config) error {
+	switch {
+	case (*c.pod == "") != (*c.podNamespace == ""):
+		return fmt.Errorf("--pod=%q and --pod-namespace=%q: give both, from the downward API (metadata.name and metadata.namespace), or neither", *c.pod, *c.podNamespace)
+	case *c.pod != "" && (c.shardSet || c.totalSet):
+		return fmt.Errorf("--pod takes the shard from the pod's StatefulSet; drop --shard and --total-shards, or drop --pod and --pod-namespace")
+	case *c.pod != "":
+		return nil
+	}
+	return kube.ValidateSharding(*c.shard, *c.totalShards)
 }
 
 // checkCRDAccess turns missing RBAC into a clear start-up error rather than

@@ -36,10 +36,35 @@ var summaries = map[string]bool{"flux_controller_reconcile_duration_seconds": tr
 
 var descRE = regexp.MustCompile(`fqName: "([^"]+)", help: "((?:[^"\\]|\\.)*)".*variableLabels: \{([^}]*)\}`)
 
+const (
+	sourcesBeginMark = "<!-- BEGIN GENERATED LABEL SOURCES TABLE: go test -run TestMetricsReference -update -->"
+	sourcesEndMark   = "<!-- END GENERATED LABEL SOURCES TABLE -->"
+)
+
 // TestMetricsReference fails when docs/metrics.md and the families the code
-// can emit disagree, in either direction.
+// can emit, or the per-kind label sources of its kind table, disagree.
 func TestMetricsReference(t *testing.T) {
 	checkGenerated(t, metricsDoc, beginMark, endMark, metricsTable(t), "TestMetricsReference")
+	checkGenerated(t, metricsDoc, sourcesBeginMark, sourcesEndMark, labelSourcesTable(), "TestMetricsReference")
+}
+
+// labelSourcesTable renders collector.LabelSources, one row per kind.
+func labelSourcesTable() string {
+	var b strings.Builder
+	b.WriteString("\n| kind | " + strings.Join(collector.InfoLabels[:len(collector.InfoLabels)-1], " | ") + " | no status (ready `True`) |\n")
+	b.WriteString(strings.Repeat("|---", len(collector.InfoLabels)+1) + "|\n")
+	row := map[string][]string{}
+	var kinds []string
+	for _, s := range collector.LabelSources() {
+		if _, ok := row[s.Kind]; !ok {
+			kinds = append(kinds, s.Kind)
+		}
+		row[s.Kind] = append(row[s.Kind], strings.ReplaceAll(s.Source, "|", `\|`))
+	}
+	for _, k := range kinds {
+		b.WriteString("| " + k + " | " + strings.Join(row[k], " | ") + " |\n")
+	}
+	return b.String()
 }
 
 // checkGenerated compares the part of path between the markers with want,
@@ -230,6 +255,58 @@ func TestBadAPIGroupsExit2(t *testing.T) {
 	for _, v := range []string{"", "a.io,,b.io", "Source.toolkit.fluxcd.io", "source"} {
 		if code := run([]string{"--flux.api-groups=" + v, "--kube.config=/nonexistent"}); code != 2 {
 			t.Errorf("--flux.api-groups=%q: exit %d, want 2", v, code)
+		}
+	}
+}
+
+// runStderr runs the command line and returns its exit code and what it
+// wrote to standard error.
+func runStderr(t *testing.T, args ...string) (int, string) {
+	t.Helper()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	saved := os.Stderr
+	os.Stderr = w
+	out := make(chan string)
+	go func() {
+		b, _ := io.ReadAll(r)
+		out <- string(b)
+	}()
+	code := run(args)
+	os.Stderr = saved
+	w.Close()
+	return code, <-out
+}
+
+// TestShardingFlags checks that bad sharding flags stop the exporter with
+// exit 2 and one line that names the flag, before it contacts any API
+// server, and that good ones get past flag checking (exit 1 at the
+// kubeconfig that does not exist).
+func TestShardingFlags(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string // "" for flags that are accepted
+	}{
+		{[]string{"--shard=3", "--total-shards=3"}, "--shard=3 is outside 0..2"},
+		{[]string{"--shard=1"}, "--shard=1 is outside 0..0"},
+		{[]string{"--total-shards=0"}, "--total-shards=0"},
+		{[]string{"--shard=-1", "--total-shards=2"}, "--shard=-1"},
+		{[]string{"--pod=flux-exporter-0"}, "--pod-namespace"},
+		{[]string{"--pod-namespace=monitoring"}, "--pod="},
+		{[]string{"--pod=flux-exporter-0", "--pod-namespace=monitoring", "--total-shards=3"}, "drop --shard and --total-shards"},
+		{[]string{"--pod=flux-exporter-0", "--pod-namespace=monitoring", "--shard=0"}, "drop --shard and --total-shards"},
+		{[]string{"--shard=2", "--total-shards=3"}, ""},
+		{[]string{"--total-shards=1"}, ""},
+		{[]string{"--pod=flux-exporter-0", "--pod-namespace=monitoring"}, ""},
+	} {
+		code, stderr := runStderr(t, append(tc.args, "--kube.config=/nonexistent")...)
+		switch {
+		case tc.want == "" && code != 1:
+			t.Errorf("%v: exit %d, want 1 (past the flags, at the kubeconfig):\n%s", tc.args, code, stderr)
+		case tc.want != "" && (code != 2 || !strings.Contains(stderr, tc.want) || strings.Count(strings.TrimSpace(stderr), "\n") != 0):
+			t.Errorf("%v: exit %d, stderr %q; want exit 2 and one line naming %q", tc.args, code, stderr, tc.want)
 		}
 	}
 }

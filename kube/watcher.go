@@ -11,14 +11,17 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/version"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/rest"
@@ -73,8 +76,17 @@ type WatcherOptions struct {
 	Namespaces []string
 	// ExcludeNamespaces are never watched.
 	ExcludeNamespaces []string
-	Transform         Transform
-	Logger            *slog.Logger
+	// Sharding keeps only one shard's objects; the zero value keeps all.
+	// Reshard changes it while running.
+	Sharding Sharding
+	// DeletedRetention is how long, when sharded, Exists reports an object
+	// of the shard as deleted after the watch said so; past it, and for any
+	// object it never saw, it reports the object as not watched. Set it to
+	// the longest time a caller waits on a deletion (--events.series-ttl);
+	// zero keeps no record of deletions.
+	DeletedRetention time.Duration
+	Transform        Transform
+	Logger           *slog.Logger
 }
 
 // KindState is what the collector reads about one kind on a scrape.
@@ -101,13 +113,20 @@ type Watcher struct {
 
 	crds cache.SharedIndexInformer
 
-	mu    sync.RWMutex
-	ctx   context.Context
-	kinds map[string]*kindWatch // by group/kind
+	mu       sync.RWMutex
+	ctx      context.Context
+	kinds    map[string]*kindWatch // by group/kind
+	sharding Sharding              // what the informers of w.kinds keep
+	// reshardMu makes one Reshard wait for the one before it.
+	reshardMu sync.Mutex
 }
 
 type kindWatch struct {
 	kind Kind
+	// sharding is what the informers keep; dead is the shard's deletions
+	// (nil when unsharded).
+	sharding Sharding
+	dead     *tombstones
 	// informers has one informer per watched namespace ("" for all), and
 	// scopes the state of the requests of the informer at the same index.
 	informers    []cache.SharedIndexInformer
@@ -157,7 +176,7 @@ func NewWatcher(cfg *rest.Config, opts WatcherOptions) (*Watcher, error) {
 	if err := ValidateNamespaces(opts.Namespaces, opts.ExcludeNamespaces); err != nil {
 		return nil, err
 	}
-	w := &Watcher{opts: opts, log: opts.Logger, kinds: map[string]*kindWatch{}, groups: map[string]bool{}}
+	w := &Watcher{opts: opts, log: opts.Logger, kinds: map[string]*kindWatch{}, groups: map[string]bool{}, sharding: opts.Sharding}
 	for _, g := range opts.APIGroups {
 		w.groups[g] = true
 	}
@@ -337,7 +356,7 @@ func (w *Watcher) reconcile() {
 		if _, ok := w.kinds[key]; ok {
 			continue
 		}
-		kw, err := w.start(k)
+		kw, err := w.start(k, w.sharding)
 		if err != nil {
 			w.log.Error("Cannot watch Flux kind", "kind", k.Kind, "group", k.Group, "err", err)
 			continue
@@ -347,15 +366,22 @@ func (w *Watcher) reconcile() {
 	}
 }
 
-func (w *Watcher) start(k Kind) (*kindWatch, error) {
+// start runs the informers of one kind, keeping the objects of sharding.
+// The caller holds w.mu.
+func (w *Watcher) start(k Kind, sharding Sharding) (*kindWatch, error) {
 	ctx, cancel := context.WithCancel(w.ctx)
-	kw := &kindWatch{kind: k, stop: cancel}
+	kw := &kindWatch{kind: k, stop: cancel, sharding: sharding}
+	var filter *shardFilter
+	if sharding.Enabled() {
+		kw.dead = newTombstones(w.opts.DeletedRetention)
+		filter = &shardFilter{sharding: sharding, dead: kw.dead}
+	}
 	gvr := schema.GroupVersionResource{Group: k.Group, Version: k.Version, Resource: k.Resource}
 	namespaces := []string{metav1.NamespaceAll}
 	if k.Namespaced && len(w.opts.Namespaces) > 0 {
 		namespaces = w.opts.Namespaces
 	}
-	var tweak dynamicinformer.TweakListOptionsFunc
+	var tweak func(*metav1.ListOptions)
 	if k.Namespaced && len(w.opts.Namespaces) == 0 && len(w.opts.ExcludeNamespaces) > 0 {
 		sel := make([]fields.Selector, 0, len(w.opts.ExcludeNamespaces))
 		for _, ns := range w.opts.ExcludeNamespaces {
@@ -378,7 +404,8 @@ func (w *Watcher) start(k Kind) (*kindWatch, error) {
 		return rec, nil
 	}
 	for _, ns := range namespaces {
-		inf := dynamicinformer.NewFilteredDynamicInformer(w.client, gvr, ns, 0, cache.Indexers{}, tweak).Informer()
+		inf := cache.NewSharedIndexInformerWithOptions(w.listWatch(gvr, ns, tweak, filter), &unstructured.Unstructured{},
+			cache.SharedIndexInformerOptions{ObjectDescription: gvr.String()})
 		if err := inf.SetTransform(transform); err != nil {
 			cancel()
 			return nil, fmt.Errorf("set transform: %w", err)
@@ -403,6 +430,43 @@ func (w *Watcher) start(k Kind) (*kindWatch, error) {
 		go inf.RunWithContext(ctx)
 	}
 	return kw, nil
+}
+
+// listWatch lists and watches one resource in ns ("" for all) through the
+// dynamic client, as dynamicinformer does, and, when sharded, drops the
+// objects of other shards from every list page and watch event before the
+// reflector sees them: they never enter the cache, and the memory of a
+// replica follows its share of the objects.
+func (w *Watcher) listWatch(gvr schema.GroupVersionResource, ns string, tweak func(*metav1.ListOptions), filter *shardFilter) cache.ListerWatcher {
+	res := w.client.Resource(gvr).Namespace(ns)
+	lw := &cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			if tweak != nil {
+				tweak(&o)
+			}
+			list, err := res.List(ctx, o)
+			if err != nil || filter == nil {
+				return list, err
+			}
+			if err := filter.keepList(list); err != nil {
+				return nil, err
+			}
+			return list, nil
+		},
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			if tweak != nil {
+				tweak(&o)
+			}
+			wi, err := res.Watch(ctx, o)
+			if err != nil || filter == nil {
+				return wi, err
+			}
+			return watch.Filter(wi, filter.keepEvent), nil
+		},
+	}
+	// Streaming lists (WatchListClient) send the initial objects as watch
+	// events, which the filter sees like any other.
+	return cache.ToListWatcherWithWatchListSemantics(lw, w.client)
 }
 
 // State returns every watched kind, sorted by kind then group, with the
@@ -490,6 +554,12 @@ func (w *Watcher) Ready() (bool, []string) {
 // When watched, exists reports whether the cache holds the object; it is
 // also true while the kind's cache has not synced, because only a full
 // cache's positive knowledge of a deletion may expire that state.
+//
+// When sharded, an object the cache does not hold may live on another
+// shard, which a name cannot tell (the shard follows the UID): it is
+// reported as not watched, unless the shard's own watch saw it deleted
+// within WatcherOptions.DeletedRetention, when it is watched and absent as
+// unsharded.
 func (w *Watcher) Exists(kind, namespace, name string) (exists, watched bool) {
 	w.mu.RLock()
 	defer w.mu.RUnlock()
@@ -508,14 +578,110 @@ func (w *Watcher) Exists(kind, namespace, name string) (exists, watched bool) {
 		if !kw.synced() {
 			return true, true
 		}
-		watched = true
 		for _, inf := range kw.informers {
 			if _, ok, _ := inf.GetStore().GetByKey(key); ok {
 				return true, true
 			}
 		}
+		if !kw.sharding.Enabled() || kw.dead.has(key) {
+			watched = true
+		}
 	}
 	return false, watched
+}
+
+// Sharding is what the caches keep now.
+func (w *Watcher) Sharding() Sharding {
+	w.mu.RLock()
+	defer w.mu.RUnlock()
+	return w.sharding
+}
+
+// Reshard makes the caches keep the objects of s instead. Every kind's
+// informers are started anew with s while the old ones go on serving; each
+// kind is switched once all the new informers have synced, or when ctx ends
+// (the old ones are then stopped and the new ones serve unsynced). So a
+// scrape during a reshard sees the old shard whole, never a half-filled
+// cache, and objects that stay on this shard (with the jump hash, most of
+// them when Total grows by one) keep their series without a gap.
+func (w *Watcher) Reshard(ctx context.Context, s Sharding) error {
+	w.reshardMu.Lock()
+	defer w.reshardMu.Unlock()
+	w.mu.Lock()
+	if w.ctx == nil || w.ctx.Err() != nil {
+		w.sharding = s // not running: the informers start with s
+		w.mu.Unlock()
+		return nil
+	}
+	if w.sharding == s {
+		w.mu.Unlock()
+		return nil
+	}
+	old := w.sharding
+	next := map[string]*kindWatch{}
+	prev := map[string]*kindWatch{}
+	var errs []error
+	for key, kw := range w.kinds {
+		nkw, err := w.start(kw.kind, s)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("restart %s.%s for shard %d of %d: %w", kw.kind.Kind, kw.kind.Group, s.Shard, s.Total, err))
+			continue
+		}
+		next[key], prev[key] = nkw, kw
+	}
+	w.mu.Unlock()
+
+	// Wait outside the lock: scrapes read the old caches meanwhile. A
+	// forbidden kind never syncs; failureCounter marks the old informers'
+	// scopes, which share the new ones' request paths.
+	for key, nkw := range next {
+		for ctx.Err() == nil && nkw.pending() && !prev[key].forbidden() {
+			select {
+			case <-ctx.Done():
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}
+
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.sharding = s
+	for key, nkw := range next {
+		kw, ok := w.kinds[key]
+		if !ok || kw.kind != nkw.kind {
+			// The CRD changed while the new informers synced; reconcile
+			// has already acted on it.
+			nkw.stop()
+			continue
+		}
+		kw.stop()
+		// What failureCounter learnt, it learnt from both.
+		for i, sc := range kw.scopes {
+			nkw.scopes[i].failing.Store(sc.failing.Load())
+			nkw.scopes[i].forbidden.Store(sc.forbidden.Load())
+		}
+		nkw.watchErrors.Store(kw.watchErrors.Load())
+		nkw.objectErrors.Add(kw.objectErrors.Load())
+		w.kinds[key] = nkw
+	}
+	// Kinds whose CRD appeared during the wait were started with the old
+	// sharding.
+	for key, kw := range w.kinds {
+		if kw.sharding == s {
+			continue
+		}
+		kw.stop()
+		delete(w.kinds, key)
+		nkw, err := w.start(kw.kind, s)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("restart %s.%s for shard %d of %d: %w", kw.kind.Kind, kw.kind.Group, s.Shard, s.Total, err))
+			continue
+		}
+		w.kinds[key] = nkw
+	}
+	w.log.Info("Resharded the Flux object caches", "shard", s.Shard, "total_shards", s.Normalized().Total,
+		"previous_shard", old.Shard, "previous_total_shards", old.Normalized().Total)
+	return errors.Join(errs...)
 }
 
 // watches reports whether the namespace filters let the informers of a

@@ -71,9 +71,10 @@ func (g grant) String() string {
 // neededGrants is everything flux_exporter needs, and so everything an
 // install may grant it: reading the Flux objects and the CRDs that announce
 // their kinds, and the controllers' Deployments and Pods in the Flux
-// namespace. Adding a rule to an install without adding it here fails
-// TestInstall.
-func neededGrants(fluxNamespace string) map[grant]bool {
+// namespace; with autosharding (--pod, podNamespace not empty), reading its
+// own Pod and watching its StatefulSet in podNamespace. Adding a rule to an
+// install without adding it here fails TestInstall.
+func neededGrants(fluxNamespace, podNamespace string) map[grant]bool {
 	out := map[grant]bool{}
 	for _, verb := range []string{"get", "list", "watch"} {
 		for _, g := range fluxGroups {
@@ -82,8 +83,39 @@ func neededGrants(fluxNamespace string) map[grant]bool {
 		out[grant{"", "apiextensions.k8s.io", "customresourcedefinitions", verb}] = true
 		out[grant{fluxNamespace, "apps", "deployments", verb}] = true
 		out[grant{fluxNamespace, "", "pods", verb}] = true
+		if podNamespace != "" {
+			// kube.PodSharding: Resolve gets the StatefulSet, Watch lists
+			// and watches it.
+			out[grant{podNamespace, "apps", "statefulsets", verb}] = true
+		}
+	}
+	if podNamespace != "" {
+		out[grant{podNamespace, "", "pods", "get"}] = true // its own pod, by name
 	}
 	return out
+}
+
+// workloadOf is the install's one Deployment, or its StatefulSet when it
+// shards.
+func workloadOf(t *testing.T, objs []*unstructured.Unstructured) *unstructured.Unstructured {
+	t.Helper()
+	found := append(ofKind(objs, "Deployment"), ofKind(objs, "StatefulSet")...)
+	if len(found) != 1 {
+		t.Fatalf("want one Deployment or StatefulSet, the install renders %d", len(found))
+	}
+	return found[0]
+}
+
+// podNamespaceOf is the namespace whose StatefulSet the workload shards by
+// (--pod), or "" when it does not shard.
+func podNamespaceOf(t *testing.T, w *unstructured.Unstructured) string {
+	t.Helper()
+	for _, a := range containerArgs(t, w) {
+		if strings.HasPrefix(a, "--pod=") {
+			return w.GetNamespace()
+		}
+	}
+	return ""
 }
 
 // TestInstall renders the Helm chart (defaults and every toggle on) and the
@@ -104,6 +136,7 @@ func TestInstall(t *testing.T) {
 		{"chart with every toggle", helmTemplate(t, helm, "all", "monitoring-all", "-f", allOnValues), false},
 		{"kustomize base", kustomizeBuild(t, kubectl, deployDir), true},
 		{"kustomize with every component", kustomizeWithComponents(t, kubectl, components...), false},
+		{"chart with autosharding", helmTemplate(t, helm, "shards", "monitoring-shards", "--set", "autosharding.enabled=true"), true},
 	}
 
 	c := newCluster(t, apiserver.ModeFull)
@@ -126,7 +159,7 @@ func TestInstall(t *testing.T) {
 	}
 	// helm and kubectl apply need the namespaces to exist; neither install
 	// creates one.
-	for _, ns := range []string{standin.Namespace, "monitoring", "monitoring-all", "apps"} {
+	for _, ns := range []string{standin.Namespace, "monitoring", "monitoring-all", "monitoring-shards", "apps"} {
 		if _, err := kc.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metaCreate); err != nil {
 			t.Fatal(err)
 		}
@@ -147,14 +180,14 @@ func TestInstall(t *testing.T) {
 
 	t.Run("RBAC grants exactly what the exporter needs", func(t *testing.T) {
 		for _, in := range installs {
-			dep := only1(t, in.objs, "Deployment")
+			dep := workloadOf(t, in.objs)
 			ns, sa := serviceAccountOf(t, dep)
 			got, err := grantsTo(in.objs, ns, sa)
 			if err != nil {
 				t.Errorf("%s: %v", in.name, err)
 				continue
 			}
-			if diff := diffGrants(got, neededGrants(fluxNamespaceOf(t, dep))); diff != "" {
+			if diff := diffGrants(got, neededGrants(fluxNamespaceOf(t, dep), podNamespaceOf(t, dep))); diff != "" {
 				t.Errorf("%s: the ServiceAccount %s/%s is granted other than what flux_exporter needs:\n%s", in.name, ns, sa, diff)
 			}
 		}
@@ -174,26 +207,96 @@ spec: {interval: 1m, url: "https://github.com/stefanprodan/podinfo", ref: {branc
 	cs.pod("source-controller", "source-controller-0", "v2.7.1", endpoint.port, true)
 	cs.status("source-controller", 1, 1, 1)
 
+	t.Run("GOMEMLIMIT follows the memory limit", func(t *testing.T) {
+		for _, in := range installs {
+			if err := checkGoMemLimit(workloadOf(t, in.objs)); err != nil {
+				t.Errorf("%s: %v", in.name, err)
+			}
+		}
+	})
+
 	for _, in := range installs {
 		if !in.run {
 			continue
 		}
 		t.Run("runs as the ServiceAccount of the "+in.name, func(t *testing.T) {
-			dep := only1(t, in.objs, "Deployment")
+			dep := workloadOf(t, in.objs)
 			ns, sa := serviceAccountOf(t, dep)
 			cfg, err := c.srv.ServiceAccountConfig(ctx, ns, sa)
 			if err != nil {
 				t.Fatal(err)
 			}
-			waitForGrants(t, cfg, fluxNamespaceOf(t, dep))
+			podNS := podNamespaceOf(t, dep)
+			pod := ""
+			if podNS != "" {
+				// No controller manager runs: make the StatefulSet's first
+				// pod as its controller would, for --pod to find.
+				pod = statefulSetPod(t, kc, dep, 0)
+			}
+			waitForGrants(t, cfg, fluxNamespaceOf(t, dep), podNS, pod)
 			args := localArgs(t, dep)
+			for i, a := range args {
+				args[i] = strings.NewReplacer("$(POD_NAME)", pod, "$(POD_NAMESPACE)", podNS).Replace(a)
+			}
 			e := startExporter(t, writeTokenKubeconfig(t, cfg), args...)
 			e.waitReady()
 			controllers := !slices.Contains(args, "--no-collector.controllers")
 			eventually(t, 30*time.Second, func() error { return everyCollectorSucceeds(e.scrape(), controllers) })
-			deniedEverythingElse(t, cfg, c.dyn)
+			if podNS != "" {
+				// One replica, so shard 0 of 1, read from the StatefulSet.
+				if err := checkShardMetrics(e.scrape(), 0, 1); err != nil {
+					t.Error(err)
+				}
+			}
+			deniedEverythingElse(t, cfg, c.dyn, podNS)
 		})
 	}
+}
+
+// statefulSetPod creates the pod of this ordinal for the rendered
+// StatefulSet, owned by the one the API server holds.
+func statefulSetPod(t *testing.T, kc kubernetes.Interface, w *unstructured.Unstructured, ordinal int) string {
+	t.Helper()
+	sts, err := kc.AppsV1().StatefulSets(w.GetNamespace()).Get(t.Context(), w.GetName(), metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	yes := true
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("%s-%d", sts.Name, ordinal), Namespace: sts.Namespace, Labels: sts.Spec.Template.Labels,
+			OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "StatefulSet", Name: sts.Name, UID: sts.UID, Controller: &yes}}},
+		Spec: sts.Spec.Template.Spec,
+	}
+	if _, err := kc.CoreV1().Pods(sts.Namespace).Create(t.Context(), pod, metaCreate); err != nil {
+		t.Fatal(err)
+	}
+	return pod.Name
+}
+
+// checkGoMemLimit: the container has a memory limit, and GOMEMLIMIT is
+// that limit, in bytes, through the downward API.
+func checkGoMemLimit(w *unstructured.Unstructured) error {
+	containers, _, _ := unstructured.NestedSlice(w.Object, "spec", "template", "spec", "containers")
+	if len(containers) != 1 {
+		return fmt.Errorf("%s %s: want one container", w.GetKind(), w.GetName())
+	}
+	c := containers[0].(map[string]any)
+	if limit, _, _ := unstructured.NestedString(c, "resources", "limits", "memory"); limit == "" {
+		return fmt.Errorf("%s %s: the container has no memory limit for GOMEMLIMIT to follow", w.GetKind(), w.GetName())
+	}
+	env, _, _ := unstructured.NestedSlice(c, "env")
+	for _, e := range env {
+		e := e.(map[string]any)
+		if e["name"] != "GOMEMLIMIT" {
+			continue
+		}
+		ref, _, _ := unstructured.NestedStringMap(e, "valueFrom", "resourceFieldRef")
+		if ref["resource"] != "limits.memory" || ref["containerName"] != c["name"] || (ref["divisor"] != "" && ref["divisor"] != "1") {
+			return fmt.Errorf("%s %s: GOMEMLIMIT is %v, want the container's limits.memory in bytes", w.GetKind(), w.GetName(), e["valueFrom"])
+		}
+		return nil
+	}
+	return fmt.Errorf("%s %s: no GOMEMLIMIT in the container's env", w.GetKind(), w.GetName())
 }
 
 // everyCollectorSucceeds checks the scrape of an exporter that should see
@@ -228,7 +331,7 @@ func everyCollectorSucceeds(s scrape, controllers bool) error {
 
 // waitForGrants waits until the account can read what its bindings grant:
 // RBAC changes reach the authorizer through informers.
-func waitForGrants(t *testing.T, cfg *rest.Config, fluxNamespace string) {
+func waitForGrants(t *testing.T, cfg *rest.Config, fluxNamespace, podNamespace, pod string) {
 	t.Helper()
 	sa, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
@@ -249,14 +352,24 @@ func waitForGrants(t *testing.T, cfg *rest.Config, fluxNamespace string) {
 		if _, err := sa.AppsV1().Deployments(fluxNamespace).List(t.Context(), list); err != nil {
 			return err
 		}
-		_, err := sa.CoreV1().Pods(fluxNamespace).List(t.Context(), list)
+		if _, err := sa.CoreV1().Pods(fluxNamespace).List(t.Context(), list); err != nil {
+			return err
+		}
+		if podNamespace == "" {
+			return nil
+		}
+		if _, err := sa.CoreV1().Pods(podNamespace).Get(t.Context(), pod, metav1.GetOptions{}); err != nil {
+			return err
+		}
+		_, err := sa.AppsV1().StatefulSets(podNamespace).List(t.Context(), list)
 		return err
 	})
 }
 
 // deniedEverythingElse checks that the account can neither read Secrets nor
-// write anything, by trying.
-func deniedEverythingElse(t *testing.T, cfg *rest.Config, admin dynamic.Interface) {
+// write anything, by trying; with autosharding, that it can neither list the
+// pods of podNamespace nor scale its StatefulSet.
+func deniedEverythingElse(t *testing.T, cfg *rest.Config, admin dynamic.Interface, podNamespace string) {
 	t.Helper()
 	ctx := t.Context()
 	sa, err := kubernetes.NewForConfig(cfg)
@@ -275,10 +388,22 @@ func deniedEverythingElse(t *testing.T, cfg *rest.Config, admin dynamic.Interfac
 		"spec":     map[string]any{"interval": "1m", "url": "https://example.com/repo"},
 	}}
 	suspend := []byte(`{"spec":{"suspend":true}}`)
-	for _, tc := range []struct {
+	type check struct {
 		what string
 		do   func() error
-	}{
+	}
+	var sharded []check
+	if podNamespace != "" {
+		sharded = []check{
+			{"list Pods in " + podNamespace, func() error { _, err := sa.CoreV1().Pods(podNamespace).List(ctx, metav1.ListOptions{}); return err }},
+			{"scale a StatefulSet", func() error {
+				_, err := sa.AppsV1().StatefulSets(podNamespace).Patch(ctx, "shards-flux-exporter", types.MergePatchType, []byte(`{"spec":{"replicas":5}}`), metav1.PatchOptions{})
+				return err
+			}},
+			{"get StatefulSets cluster-wide", func() error { _, err := sa.AppsV1().StatefulSets("").List(ctx, metav1.ListOptions{}); return err }},
+		}
+	}
+	for _, tc := range append(sharded, []check{
 		{"list Secrets in " + ns, func() error { _, err := sa.CoreV1().Secrets(ns).List(ctx, metav1.ListOptions{}); return err }},
 		{"list Secrets cluster-wide", func() error { _, err := sa.CoreV1().Secrets("").List(ctx, metav1.ListOptions{}); return err }},
 		{"get a Secret", func() error {
@@ -332,7 +457,7 @@ func deniedEverythingElse(t *testing.T, cfg *rest.Config, admin dynamic.Interfac
 		{"delete a Deployment", func() error {
 			return sa.AppsV1().Deployments(ns).Delete(ctx, "source-controller", metav1.DeleteOptions{})
 		}},
-	} {
+	}...) {
 		if err := tc.do(); !apierrors.IsForbidden(err) {
 			t.Errorf("%s: got %v, want Forbidden", tc.what, err)
 		}
@@ -729,6 +854,10 @@ func TestChartSchemaRejectsBadValues(t *testing.T) {
 		{"flux.apiGroups={source}", "/flux/apiGroups/0"},
 		{"flux.apiGroups={Source.toolkit.fluxcd.io}", "/flux/apiGroups/0"},
 		{"flux.apiGroups={}", "/flux/apiGroups"},
+		{"autosharding.enabled=yes", "/autosharding/enabled"},
+		{"autosharding.replicas=3", "'replicas' not allowed"},
+		{"metricAllowlist={a,a}", "/metricAllowlist"},
+		{"metricAllowlist={a},metricDenylist={b}", "exclude each other"},
 	} {
 		out, stderr, err := commandResult(t, "", helm, "template", "x", chartDir, "--set", tc.set)
 		if err == nil {
@@ -754,7 +883,7 @@ var helpFlagRE = regexp.MustCompile(`(?m)^  (?:-\w, |    )--(?:\[no-\])?([a-z][a
 // gets past flag parsing (exit 2) to the Kubernetes client (exit 1).
 func TestChartSetsEveryFlag(t *testing.T) {
 	helm := helmBinary(t)
-	args := containerArgs(t, only1(t, helmTemplate(t, helm, "all", "monitoring", "-f", allOnValues), "Deployment"))
+	args := containerArgs(t, workloadOf(t, helmTemplate(t, helm, "all", "monitoring", "-f", allOnValues)))
 	rendered := map[string]bool{}
 	for _, a := range args {
 		name, _, _ := strings.Cut(strings.TrimPrefix(a, "--"), "=")
@@ -768,8 +897,12 @@ func TestChartSetsEveryFlag(t *testing.T) {
 	if len(flags) < 10 {
 		t.Fatalf("found only %d flags in --help:\n%s", len(flags), help.logs)
 	}
-	// Flags a pod has no use for.
-	notForPods := []string{"help", "version", "web.systemd-socket"}
+	// Flags a pod has no use for, and those the all-on values cannot set
+	// beside the ones they do: the chart shards by --pod (autosharding),
+	// since every pod of a Deployment would get the same --shard, and
+	// --metric-denylist excludes the --metric-allowlist it sets
+	// (TestChartMetricLists renders it).
+	notForPods := []string{"help", "version", "web.systemd-socket", "shard", "total-shards", "metric-denylist"}
 	for _, f := range flags {
 		if !rendered[f[1]] && !slices.Contains(notForPods, f[1]) {
 			t.Errorf("--%s has no value in the chart: add one to values.yaml, values.schema.json and templates/_helpers.tpl", f[1])
@@ -969,5 +1102,25 @@ func TestChartAPIGroupsValue(t *testing.T) {
 	}
 	if len(granted) != 1 || !slices.Equal(granted[0], want) {
 		t.Errorf("the ClusterRole grants every resource of %v, want exactly %v", granted, want)
+	}
+}
+
+// TestChartMetricLists checks that metricAllowlist and metricDenylist
+// render as the flags, comma-joined, and are left out when empty.
+func TestChartMetricLists(t *testing.T) {
+	helm := helmBinary(t)
+	for set, want := range map[string]string{
+		"metricDenylist={flux_controller_.*,flux_event_.*}": "--metric-denylist=flux_controller_.*,flux_event_.*",
+		"metricAllowlist={flux_resource_info}":              "--metric-allowlist=flux_resource_info",
+	} {
+		args := containerArgs(t, workloadOf(t, helmTemplate(t, helm, "x", "monitoring", "--set", set)))
+		if !slices.Contains(args, want) {
+			t.Errorf("--set %s: the args lack %s: %v", set, want, args)
+		}
+	}
+	for _, a := range containerArgs(t, workloadOf(t, helmTemplate(t, helm, "x", "monitoring"))) {
+		if strings.HasPrefix(a, "--metric-") {
+			t.Errorf("the defaults render %s", a)
+		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"io/fs"
@@ -41,10 +42,54 @@ import (
 
 	"github.com/flux-exporter/flux_exporter/alerts"
 	"github.com/flux-exporter/flux_exporter/dashboards"
+	"github.com/flux-exporter/flux_exporter/kube"
 	"github.com/flux-exporter/flux_exporter/sandbox/apiserver"
 	"github.com/flux-exporter/flux_exporter/sandbox/fleet"
 	"github.com/flux-exporter/flux_exporter/sandbox/standin"
 )
+
+// mixinShards runs TestMixinAgainstRealPrometheus's main exporter as that
+// many shards (--shard, --total-shards); TestMixinSharded always runs it as
+// three, which takes no longer than one.
+var mixinShards = flag.Int("mixin.shards", 1, "run TestMixinAgainstRealPrometheus's main exporter as this many shards")
+
+// mainShards are the replicas of the main exporter, by shard.
+type mainShards struct {
+	exps  []*exporter
+	insts []string
+	uids  map[objID]types.UID
+}
+
+// of is the instance that exports the object: the one its UID hashes to.
+func (m *mainShards) of(id objID) string {
+	if len(m.insts) == 1 {
+		return m.insts[0]
+	}
+	uid, ok := m.uids[id]
+	if !ok {
+		panic(fmt.Sprintf("no UID known for %v", id)) // the test lists every object first
+	}
+	return m.insts[kube.ShardOf(uid, len(m.insts))]
+}
+
+// eventURL is where an event about the object is posted. Sharded, it is a
+// replica that does not export the object, as a Service may pick: the
+// alerts must still land on the object's own replica.
+func (m *mainShards) eventURL(id objID) string {
+	if len(m.exps) == 1 {
+		return m.exps[0].url
+	}
+	uid := m.uids[id]
+	return m.exps[(kube.ShardOf(uid, len(m.exps))+1)%len(m.exps)].url
+}
+
+func (m *mainShards) learnUIDs(listed map[string][]unstructured.Unstructured) {
+	for _, objs := range listed {
+		for i := range objs {
+			m.uids[idOf(&objs[i])] = objs[i].GetUID()
+		}
+	}
+}
 
 // mixinFleet is a fixed seed whose mix holds every state the alerts and the
 // failure panels need; requireMixinStates says which when a change to the
@@ -78,7 +123,18 @@ var sourceKinds = map[string]bool{"GitRepository": true, "OCIRepository": true, 
 // dashboard query and every alert expression runs through Prometheus's HTTP
 // API and must return data, and exactly the alerts the cluster's state calls
 // for must be pending or firing.
-func TestMixinAgainstRealPrometheus(t *testing.T) {
+func TestMixinAgainstRealPrometheus(t *testing.T) { testMixin(t, *mixinShards) }
+
+// TestMixinSharded is the same proof with the main exporter as three
+// shards: each object on the replica its UID hashes to, events posted to a
+// replica that does not have their object, and still exactly the alerts the
+// cluster calls for, each once, and every panel with data.
+func TestMixinSharded(t *testing.T) { testMixin(t, 3) }
+
+func testMixin(t *testing.T, shards int) {
+	if shards < 1 {
+		t.Fatalf("-mixin.shards=%d: want at least 1", shards)
+	}
 	promBin, err := exec.LookPath("prometheus")
 	if err != nil {
 		t.Fatalf("prometheus not found (%v): install Debian's prometheus package (apt-get update && apt-get install -y prometheus)", err)
@@ -116,48 +172,62 @@ func TestMixinAgainstRealPrometheus(t *testing.T) {
 	}
 	// Scrapes come every second with a 900ms timeout; the default 500ms
 	// offset would leave the controller pods only 400ms.
-	mainExp := startExporter(t, c.kubeconfig, "--events.enabled", "--events.hmac-key-file="+keyFile, "--web.timeout-offset=100ms")
+	main := &mainShards{uids: map[objID]types.UID{}}
+	for i := range shards {
+		args := []string{"--events.enabled", "--events.hmac-key-file=" + keyFile, "--web.timeout-offset=100ms"}
+		if shards > 1 {
+			args = append(args, fmt.Sprintf("--shard=%d", i), fmt.Sprintf("--total-shards=%d", shards))
+		}
+		main.exps = append(main.exps, startExporter(t, c.kubeconfig, args...))
+	}
+	main.learnUIDs(listFluxObjects(t, c))
 	// A replica whose ClusterRole lacks the image automation group.
 	restrictedKC, unsynced := restrictedKubeconfig(t, c)
 	restricted := startExporter(t, restrictedKC, "--no-collector.controllers")
 	// A replica that dies once Prometheus has scraped it.
 	doomed := startExporter(t, c.kubeconfig, "--no-collector.controllers")
-	mainExp.waitReady()
 	inst := func(e *exporter) string { return strings.TrimPrefix(e.url, "http://") }
-	mainInst, restrictedInst, doomedInst := inst(mainExp), inst(restricted), inst(doomed)
-	phase("exporters listening: main " + mainInst + ", restricted " + restrictedInst + ", doomed " + doomedInst)
+	for _, e := range main.exps {
+		e.waitReady()
+		main.insts = append(main.insts, inst(e))
+	}
+	// Shard 0 runs the controllers collector and gets the forged event.
+	mainInst, restrictedInst, doomedInst := main.insts[0], inst(restricted), inst(doomed)
+	phase(fmt.Sprintf("exporters listening: main %v, restricted %s, doomed %s", main.insts, restrictedInst, doomedInst))
 
-	prom := startPrometheus(t, promBin, []string{mainInst, restrictedInst, doomedInst})
+	prom := startPrometheus(t, promBin, append(slices.Clone(main.insts), restrictedInst, doomedInst))
 	phase("prometheus ready at " + prom.url)
 
 	// Wait for data, including the values the changes below move away
 	// from, so that Prometheus sees them change.
 	eventually(t, 90*time.Second, func() error {
-		for _, q := range []string{
-			fmt.Sprintf(`up{job=%q, instance=%q} == 1`, promJob, mainInst),
-			fmt.Sprintf(`up{job=%q, instance=%q} == 1`, promJob, restrictedInst),
-			fmt.Sprintf(`up{job=%q, instance=%q} == 1`, promJob, doomedInst),
+		var queries []string
+		for _, i := range append(slices.Clone(main.insts), restrictedInst, doomedInst) {
+			queries = append(queries, fmt.Sprintf(`up{job=%q, instance=%q} == 1`, promJob, i))
+		}
+		for _, q := range append(queries,
 			fmt.Sprintf(`flux_events_requests_total{instance=%q, code="401"} == 0`, mainInst),
-			fmt.Sprintf(`flux_helmrelease_release_revision{instance=%q, exported_namespace=%q, name=%q}`, mainInst, picks.release.namespace, picks.release.name),
-			fmt.Sprintf(`flux_resource_info{instance=%q, kind="Kustomization", exported_namespace=%q, name=%q}`, mainInst, picks.kustomization.namespace, picks.kustomization.name),
+			fmt.Sprintf(`flux_helmrelease_release_revision{instance=%q, exported_namespace=%q, name=%q}`, main.of(picks.release), picks.release.namespace, picks.release.name),
+			fmt.Sprintf(`flux_resource_info{instance=%q, kind="Kustomization", exported_namespace=%q, name=%q}`, main.of(picks.kustomization), picks.kustomization.namespace, picks.kustomization.name),
 			fmt.Sprintf(`flux_controller_workqueue_depth{instance=%q, controller="image-reflector-controller"} > 0`, mainInst),
-		} {
+		) {
 			if res, err := prom.query(q, time.Now()); err != nil || !anyData(res) {
 				return fmt.Errorf("no data yet for %s (err %v)", q, err)
 			}
 		}
 		return nil
 	})
-	phase("prometheus has data from all three exporters")
+	phase("prometheus has data from every exporter")
 
 	doomed.stop()
-	ch := makeChanges(t, c, mainExp.url, key, picks)
+	ch := makeChanges(t, c, main, key, picks)
 	startReconcileRequests(t, c, []objID{picks.release, picks.drifting, picks.kustomization, picks.source, ch.broken})
 	phase("replica stopped, changes applied, events posted")
 
 	rules := loadRules(t)
 	listed := listFluxObjects(t, c)
-	want := expectedAlerts(listed, ch, unsynced, mainInst, restrictedInst, doomedInst)
+	main.learnUIDs(listed) // the source makeChanges created
+	want := expectedAlerts(listed, ch, unsynced, main, restrictedInst, doomedInst)
 	eventually(t, 60*time.Second, func() error {
 		// Until then the override is not proven: without it broken-repo
 		// would not fire either. One scrape and one evaluation later, it must.
@@ -461,7 +531,7 @@ type changes struct {
 // and is rolled back again, the Kustomization applies its source's new
 // commit, and notification-controller forwards the matching events, plus one
 // request whose signature does not match.
-func makeChanges(t *testing.T, c *cluster, exporterURL string, key []byte, p mixinPicks) changes {
+func makeChanges(t *testing.T, c *cluster, main *mainShards, key []byte, p mixinPicks) changes {
 	t.Helper()
 	now := time.Now().UTC().Truncate(time.Second)
 	ch := changes{broken: objID{"GitRepository", "flux-system", standin.FailPrefix + "repo"}, brokenSince: now, drifted: p.drifting}
@@ -536,13 +606,14 @@ status:
 			Metadata: map[string]string{"kustomize.toolkit.fluxcd.io/revision": ch.newRevision}, Message: "Reconciliation finished in 2.4s, next run in 10m0s"},
 	} {
 		ev.Timestamp = metav1.NewTime(time.Now())
-		if code := post(t, exporterURL, ev, key); code != http.StatusAccepted {
+		id := objID{ev.InvolvedObject.Kind, ev.InvolvedObject.Namespace, ev.InvolvedObject.Name}
+		if code := post(t, main.eventURL(id), ev, key); code != http.StatusAccepted {
 			t.Fatalf("event %s %s answered %d, want 202", ev.InvolvedObject.Name, ev.Reason, code)
 		}
 	}
 	forged := fluxEvent{InvolvedObject: ks, Severity: "info", Reason: "ReconciliationSucceeded", ReportingController: "kustomize-controller",
 		Timestamp: metav1.NewTime(time.Now()), Message: "signed with a stale token"}
-	if code := post(t, exporterURL, forged, []byte("rotated-away")); code != http.StatusUnauthorized {
+	if code := post(t, main.exps[0].url, forged, []byte("rotated-away")); code != http.StatusUnauthorized {
 		t.Fatalf("badly signed event answered %d, want 401", code)
 	}
 	return ch
@@ -659,7 +730,9 @@ func (k alertKey) String() string {
 // be built (a label value that is not valid UTF-8, which the API server's
 // JSON cannot carry). checkAlertExprs checks the series it reads instead.
 func expectedAlerts(listed map[string][]unstructured.Unstructured, ch changes, unsynced []string,
-	mainInst, restrictedInst, doomedInst string) func(now time.Time) map[alertKey]bool {
+	main *mainShards, restrictedInst, doomedInst string) func(now time.Time) map[alertKey]bool {
+	// Shard 0 alone runs the controllers collector and got the forged event.
+	mainInst := main.insts[0]
 	return func(now time.Time) map[alertKey]bool {
 		want := map[alertKey]bool{
 			// Its only pod never turned ready.
@@ -673,8 +746,11 @@ func expectedAlerts(listed map[string][]unstructured.Unstructured, ch changes, u
 			{alert: "FluxExporterDown", instance: doomedInst}: true,
 			// The forged event.
 			{alert: "FluxEventsRejected", instance: mainInst, code: "401"}: true,
-			// From its DriftDetected event; only the main replica has the webhook.
-			{alert: "FluxHelmReleaseDrifted", instance: mainInst, kind: "HelmRelease", namespace: ch.drifted.namespace, name: ch.drifted.name}: true,
+			// From its DriftDetected event, which only the main replicas
+			// receive (sharded, one that does not export it): the alert is on
+			// every replica that exports the HelmRelease.
+			{alert: "FluxHelmReleaseDrifted", instance: main.of(ch.drifted), kind: "HelmRelease", namespace: ch.drifted.namespace, name: ch.drifted.name}: true,
+			{alert: "FluxHelmReleaseDrifted", instance: restrictedInst, kind: "HelmRelease", namespace: ch.drifted.namespace, name: ch.drifted.name}:      true,
 		}
 		for _, kind := range unsynced {
 			want[alertKey{alert: "FluxExporterKindNotSynced", instance: restrictedInst, kind: kind}] = true
@@ -683,7 +759,7 @@ func expectedAlerts(listed map[string][]unstructured.Unstructured, ch changes, u
 			for i := range objs {
 				for _, alert := range objectAlerts(&objs[i], now) {
 					id := idOf(&objs[i])
-					want[alertKey{alert: alert, instance: mainInst, kind: id.kind, namespace: id.namespace, name: id.name}] = true
+					want[alertKey{alert: alert, instance: main.of(id), kind: id.kind, namespace: id.namespace, name: id.name}] = true
 					if !slices.Contains(unsynced, kind) {
 						want[alertKey{alert: alert, instance: restrictedInst, kind: id.kind, namespace: id.namespace, name: id.name}] = true
 					}

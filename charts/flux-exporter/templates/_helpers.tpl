@@ -93,6 +93,20 @@ value here (sandbox/e2e/install_test.go checks against --help). */}}
 {{- $a = append $a (printf "--flux.controllers-selector=%s" $v.flux.controllersSelector) -}}
 {{- $a = append $a (printf "--flux.api-groups=%s" (join "," $v.flux.apiGroups)) -}}
 {{- $a = append $a (printf "--controllers.timeout=%s" $v.controllers.timeout) -}}
+{{- if $v.autosharding.enabled -}}
+{{- /* Kubernetes expands $(VAR) from the container's env. */ -}}
+{{- $a = append $a "--pod=$(POD_NAME)" -}}
+{{- $a = append $a "--pod-namespace=$(POD_NAMESPACE)" -}}
+{{- end -}}
+{{- if and $v.metricAllowlist $v.metricDenylist -}}
+{{- fail "metricAllowlist and metricDenylist exclude each other (as --metric-allowlist and --metric-denylist do); set one of them" -}}
+{{- end -}}
+{{- with $v.metricAllowlist -}}
+{{- $a = append $a (printf "--metric-allowlist=%s" (join "," .)) -}}
+{{- end -}}
+{{- with $v.metricDenylist -}}
+{{- $a = append $a (printf "--metric-denylist=%s" (join "," .)) -}}
+{{- end -}}
 {{- range $name, $on := $v.collectors -}}
 {{- $a = append $a (include "flux-exporter.boolFlag" (list (printf "collector.%s" $name) $on)) -}}
 {{- end -}}
