@@ -33,9 +33,45 @@ trap cleanup EXIT
 # Ctrl-C is how the demo is meant to end, so it is a clean exit, not 130.
 trap 'cleanup; exit 0' INT TERM
 
-echo "Building flux-sandbox and flux_exporter (the first build takes a few minutes)..."
-(cd sandbox && go build -o "$demo_dir/flux-sandbox" ./cmd/flux-sandbox)
-go build -o "$demo_dir/flux_exporter" .
+# progress LABEL TOTAL WHAT: counts the lines of `go mod download -json`
+# ("Path" lines) or `go build -v` (one package per line) on stdin, showing
+# N of TOTAL on one line on a terminal and every 100 otherwise, and passes
+# errors through.
+progress() {
+  local label=$1 total=$2 what=$3 n=0 start=$SECONDS line
+  while IFS= read -r line; do
+    case "$what:$line" in
+      modules:*'"Path":'*) ;;
+      modules:*'"Error":'*) echo "$line" >&2; continue ;;
+      modules:*) continue ;;
+      packages:*.go:*|packages:'#'*|packages:go:*) echo "$line" >&2; continue ;;
+    esac
+    n=$((n + 1))
+    if [ -t 1 ]; then
+      printf '\r  %s: %d of %d %s (%ds)   ' "$label" "$n" "$total" "$what" $((SECONDS - start))
+    elif [ $((n % 100)) -eq 0 ]; then
+      echo "  $label: $n of $total $what ($((SECONDS - start))s)"
+    fi
+  done
+  [ -t 1 ] && printf '\n'
+  echo "  $label: $n $what in $((SECONDS - start))s"
+}
+
+# build LABEL DIR PACKAGE OUTPUT: downloads the module's dependencies, then
+# compiles, both with a running count; a cold first run compiles the
+# in-process Kubernetes API server, about 2,000 packages.
+build() {
+  local label=$1 dir=$2 pkg=$3 out=$4 total
+  total=$(cd "$dir" && go list -m all 2>/dev/null | wc -l)
+  echo "Downloading the Go modules of $label (only on the first run)..."
+  (cd "$dir" && go mod download -json) | progress "$label" "$total" modules
+  total=$(cd "$dir" && go list -deps "$pkg" | wc -l)
+  echo "Compiling $label ($total packages; unchanged ones come from Go's build cache)..."
+  (cd "$dir" && go build -v -o "$out" "$pkg" 2>&1) | progress "$label" "$total" packages
+}
+
+build "flux-sandbox, an in-process Kubernetes API server with a Flux fleet" sandbox ./cmd/flux-sandbox "$demo_dir/flux-sandbox"
+build "flux_exporter" . . "$demo_dir/flux_exporter"
 
 kubeconfig="$demo_dir/kubeconfig"
 "$demo_dir/flux-sandbox" --kubeconfig-out "$kubeconfig" --ready-file "$demo_dir/ready" "$@" &
@@ -65,6 +101,7 @@ flux_exporter is scraping the sandbox fleet.
   Ready:       curl -s http://$listen/-/ready
   Compare:     kubectl --kubeconfig $kubeconfig get gitrepositories,kustomizations,helmreleases -A
   Events:      curl -s -XPOST -H 'Content-Type: application/json' http://$listen/api/v1/events -d '{"involvedObject":{"kind":"Kustomization","namespace":"flux-system","name":"apps"},"severity":"info","reason":"ReconciliationSucceeded","message":"demo","reportingController":"kustomize-controller","timestamp":"2026-01-01T00:00:00Z"}'
+Churn runs quietly; ./scripts/demo.sh --churn-log shows every change it makes.
 Press Ctrl-C to stop.
 MSG
 wait -n "$sandbox_pid" "$exporter_pid"

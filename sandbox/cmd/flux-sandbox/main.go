@@ -29,6 +29,8 @@
 //	                          crd: CRDs and Flux objects only, no controllers; starts faster
 //	--listen 127.0.0.1:PORT   API server address (127.0.0.1:16443, fixed so that a
 //	                          kubeconfig stays valid across restarts); host must be 127.0.0.1
+//	--churn-log               log every churn action (quiet by default, so that
+//	                          what the demo prints stays on the screen)
 //	--verbose                 debug logs, including the API server's
 package main
 
@@ -76,6 +78,7 @@ type config struct {
 	mode          apiserver.Mode
 	listen        string
 	verbose       bool
+	churnLog      bool
 }
 
 func parseFlags(args []string, stderr io.Writer) (*config, error) {
@@ -92,7 +95,8 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	mode := fs.String("mode", string(apiserver.ModeFull),
 		"API server: full (kube-apiserver with RBAC, plus stand-in Flux controllers whose Deployments, Pods and metrics the exporter reads) or crd (CRDs and Flux objects only, no controllers; starts faster)")
 	fs.StringVar(&c.listen, "listen", DefaultListen, "address of the API server; the host must be 127.0.0.1")
-	fs.BoolVar(&c.verbose, "verbose", false, "debug logs, including the API server's")
+	fs.BoolVar(&c.churnLog, "churn-log", false, "log every churn action; by default churn is quiet but for errors")
+	fs.BoolVar(&c.verbose, "verbose", false, "debug logs, including the API server's (and the churn log)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -228,7 +232,7 @@ func sandbox(ctx context.Context, cfg *config, stdout io.Writer, logger *slog.Lo
 		go func() {
 			defer close(churnDone)
 			stats, err := fleet.Churn(churnCtx, srv.RESTConfig(), f, fleet.ChurnOptions{
-				Interval: cfg.churnInterval, Seed: cfg.seed, Logger: logger,
+				Interval: cfg.churnInterval, Seed: cfg.seed, Logger: churnLogger(cfg, logger),
 			})
 			if err != nil {
 				logger.Error("churn stopped", "err", err)
@@ -301,4 +305,32 @@ func removeLogged(logger *slog.Logger, path string) {
 	if err := removeIfExists(path); err != nil {
 		logger.Warn("cleanup failed", "err", err)
 	}
+}
+
+// churnLogger is the logger churn reports its actions to: a line every few
+// seconds would scroll what the demo printed off the screen, so only
+// warnings and errors show unless asked for.
+func churnLogger(cfg *config, logger *slog.Logger) *slog.Logger {
+	if cfg.churnLog || cfg.verbose {
+		return logger
+	}
+	return slog.New(minLevel{logger.Handler(), slog.LevelWarn})
+}
+
+// minLevel drops records below level.
+type minLevel struct {
+	slog.Handler
+	level slog.Level
+}
+
+func (h minLevel) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= h.level && h.Handler.Enabled(ctx, l)
+}
+
+func (h minLevel) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return minLevel{h.Handler.WithAttrs(attrs), h.level}
+}
+
+func (h minLevel) WithGroup(name string) slog.Handler {
+	return minLevel{h.Handler.WithGroup(name), h.level}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"os"
 	"os/exec"
@@ -439,5 +440,33 @@ func checkListing(t *testing.T, listing string) {
 	}
 	if rows == 0 || filled*10 < rows*8 {
 		t.Errorf("%d of %d rows have Ready and Status filled, want at least 80%%:\n%s", filled, rows, listing)
+	}
+}
+
+// TestChurnLogQuiet: churn's info lines are dropped unless asked for, and
+// its warnings always show.
+func TestChurnLogQuiet(t *testing.T) {
+	for _, tc := range []struct {
+		args     []string
+		wantInfo bool
+	}{
+		{nil, false},
+		{[]string{"--churn-log"}, true},
+		{[]string{"--verbose"}, true},
+	} {
+		cfg, err := parseFlags(tc.args, &bytes.Buffer{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out bytes.Buffer
+		logger := churnLogger(cfg, slog.New(slog.NewTextHandler(&out, &slog.HandlerOptions{Level: slog.LevelDebug})))
+		logger.With("tick", 1).Info("churn", "action", "bump-revision")
+		logger.Warn("churn action failed", "err", "boom")
+		if got := strings.Contains(out.String(), "bump-revision"); got != tc.wantInfo {
+			t.Errorf("%v: churn action logged %v, want %v:\n%s", tc.args, got, tc.wantInfo, out.String())
+		}
+		if !strings.Contains(out.String(), "churn action failed") {
+			t.Errorf("%v: a churn warning was dropped:\n%s", tc.args, out.String())
+		}
 	}
 }
