@@ -63,6 +63,9 @@ type config struct {
 	events             events.Config
 	metricAllowlist    *string
 	metricDenylist     *string
+	labelsAllowlist    *string
+	annotsAllowlist    *string
+	gotkResourceInfo   *bool
 	log                promslog.Config
 }
 
@@ -104,6 +107,9 @@ func newApp() (*kingpin.Application, *config) {
 	app.Flag("kube.burst", "Burst of queries allowed to the API server.").Default("40").IntVar(&c.kube.Burst)
 	c.metricAllowlist = app.Flag("metric-allowlist", "Comma-separated regular expressions over metric family names; only the families any of them matches are exported, as kube-state-metrics' flag. Mutually exclusive with --metric-denylist.").Default("").String()
 	c.metricDenylist = app.Flag("metric-denylist", "Comma-separated regular expressions over metric family names; the families any of them matches are not exported, as kube-state-metrics' flag. Mutually exclusive with --metric-allowlist.").Default("").String()
+	c.labelsAllowlist = app.Flag("metric-labels-allowlist", "Kubernetes label keys to export on flux_resource_labels, each as label_ and the sanitized key, per resource, in kube-state-metrics' syntax: resource=[key,...],... (e.g. kustomizations=[team,app.kubernetes.io/part-of]). A resource is a Flux kind's lower-case plural; * names every kind and then overrides the other entries; [*] takes every label. Kinds it does not name get no series.").Default("").String()
+	c.annotsAllowlist = app.Flag("metric-annotations-allowlist", "Kubernetes annotation keys to export on flux_resource_annotations, each as annotation_ and the sanitized key, in the syntax of --metric-labels-allowlist.").Default("").String()
+	c.gotkResourceInfo = app.Flag("compat.gotk-resource-info", "Also export gotk_resource_info as the kube-state-metrics configuration of fluxcd/flux2-monitoring-example does, for Flux's official Grafana dashboards (docs/compat.md).").Default("false").Bool()
 	collector.RegisterFlags(app)
 	promslogflag.AddFlags(app, &c.log)
 	app.Version(version.Print(program))
@@ -135,10 +141,25 @@ func run(args []string) int {
 		fmt.Fprintf(os.Stderr, "%s: %v\n", program, err)
 		return 2
 	}
-	// Before any cache starts: records render only the families it keeps.
+	labelsAllow, labelsWarnings, err := collector.ParseMetadataAllowlist("--metric-labels-allowlist", *c.labelsAllowlist)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", program, err)
+		return 2
+	}
+	annotsAllow, annotsWarnings, err := collector.ParseMetadataAllowlist("--metric-annotations-allowlist", *c.annotsAllowlist)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", program, err)
+		return 2
+	}
+	// Before any cache starts: records render only the families these keep.
 	collector.SetMetricFilter(metricFilter)
+	collector.SetMetadataAllowlists(labelsAllow, annotsAllow)
+	collector.SetGotkResourceInfo(*c.gotkResourceInfo)
 	logger := promslog.New(&c.log)
 	klog.SetSlogLogger(logger.With("component", "client-go"))
+	for _, w := range append(labelsWarnings, annotsWarnings...) {
+		logger.Warn("Allowlist entry does not do what it seems to", "warning", w)
+	}
 
 	logger.Info("Starting "+program, "version", version.Info())
 	logger.Info("Build context", "build_context", version.BuildContext())

@@ -310,3 +310,28 @@ func TestShardingFlags(t *testing.T) {
 		}
 	}
 }
+
+// TestMetadataAllowlistFlags checks that a bad --metric-labels-allowlist or
+// --metric-annotations-allowlist stops the exporter with exit 2 and one
+// line naming the flag, before it contacts any API server, and that good
+// ones, --compat.gotk-resource-info among them, get past flag checking.
+func TestMetadataAllowlistFlags(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string // "" for flags that are accepted
+	}{
+		{[]string{"--metric-labels-allowlist=kustomizations=team"}, "--metric-labels-allowlist="},
+		{[]string{"--metric-labels-allowlist=Kustomization=[team]"}, "name its resource"},
+		{[]string{"--metric-annotations-allowlist=kustomizations=[a,,b]"}, "--metric-annotations-allowlist="},
+		{[]string{"--metric-labels-allowlist=kustomizations=[team,app.kubernetes.io/part-of],*=[team]", "--metric-annotations-allowlist=*=[team.example.com/*]", "--compat.gotk-resource-info"}, ""},
+		{[]string{"--metric-labels-allowlist=*=[*]"}, ""},
+	} {
+		code, stderr := runStderr(t, append(tc.args, "--kube.config=/nonexistent")...)
+		switch {
+		case tc.want == "" && code != 1:
+			t.Errorf("%v: exit %d, want 1 (past the flags, at the kubeconfig):\n%s", tc.args, code, stderr)
+		case tc.want != "" && (code != 2 || !strings.Contains(stderr, tc.want) || strings.Count(strings.TrimSpace(stderr), "\n") != 0):
+			t.Errorf("%v: exit %d, stderr %q; want exit 2 and one line naming %q", tc.args, code, stderr, tc.want)
+		}
+	}
+}

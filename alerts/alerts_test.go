@@ -19,7 +19,7 @@ const runbookBase = "https://github.com/flux-exporter/flux_exporter/blob/main/do
 // runbookDir is where runbook_url resolves inside the repository.
 var runbookDir = filepath.Join("..", "docs", "runbooks")
 
-// requiredAlerts are the alerts issue 6 asks for; the rule file may hold more.
+// requiredAlerts are the alerts issues 6 and 12 ask for; the rule file may hold more.
 var requiredAlerts = []string{
 	"FluxResourceNotReady",
 	"FluxResourceStalled",
@@ -29,6 +29,8 @@ var requiredAlerts = []string{
 	"FluxHelmReleaseRolledBack",
 	"FluxHelmReleaseDrifted",
 	"FluxResourceSuspendedTooLong",
+	// Issue 12: a reference to an object that does not exist.
+	"FluxResourceDependencyMissing",
 	"FluxControllerDown",
 	"FluxControllerWorkqueueBacklog",
 	"FluxControllerReconcileErrors",

@@ -180,6 +180,20 @@ type scrapeState struct {
 	writesObjects bool
 	once          sync.Once
 	states        []kube.KindState
+	// version is the caches' change counter read before states, when the
+	// source keeps one (versioned): what is derived from states may be
+	// cached under it.
+	version   uint64
+	versioned bool
+	// graph are the dependency graph's records (graph.go), set by the
+	// resources collector.
+	graph []*Record
+}
+
+// versionedState is a FluxState that counts its changes, as kube.Watcher
+// does.
+type versionedState interface {
+	Version() uint64
 }
 
 type scrapeKey struct{}
@@ -195,7 +209,14 @@ func scrapeOf(ctx context.Context) *scrapeState {
 
 // objects reads the caches' state the first time it is asked.
 func (s *scrapeState) objects(src FluxState) []kube.KindState {
-	s.once.Do(func() { s.states = src.State() })
+	s.once.Do(func() {
+		// The counter first: states read after it hold at least the
+		// changes it counts, so nothing cached under it is older than it.
+		if v, ok := src.(versionedState); ok {
+			s.version, s.versioned = v.Version(), true
+		}
+		s.states = src.State()
+	})
 	return s.states
 }
 
@@ -210,7 +231,7 @@ func (s *scrapeState) records() []*Record {
 			}
 		}
 	}
-	return out
+	return append(out, s.graph...)
 }
 
 type scrape struct {

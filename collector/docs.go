@@ -15,7 +15,7 @@ type LabelSource struct {
 // InfoLabels are the flux_resource_info labels whose source differs by
 // kind, in the reference's column order, and "static", the column saying
 // which objects never get a status.
-var InfoLabels = []string{"revision", "source_name", "url", "ref", "path", "static"}
+var InfoLabels = []string{"revision", "source_name", "url", "ref", "path", "suspended", "static"}
 
 // OtherKinds is the Kind column's entry for kinds without a table entry.
 const OtherKinds = "any other kind"
@@ -35,6 +35,7 @@ func LabelSources() []LabelSource {
 		for i, src := range []labelSource{s.revision, s.sourceName, s.url, s.ref, s.path} {
 			out = append(out, LabelSource{Kind: k, Label: InfoLabels[i], Source: describeSource(src)})
 		}
+		out = append(out, LabelSource{Kind: k, Label: "suspended", Source: describeSuspension(s.suspend)})
 		out = append(out, LabelSource{Kind: k, Label: "static", Source: describeStatic(s.static)})
 	}
 	return out
@@ -63,6 +64,13 @@ func describeSource(s labelSource) string {
 		b.WriteString(", redacted")
 	}
 	return b.String()
+}
+
+func describeSuspension(s suspension) string {
+	if s.annotation == "" {
+		return "`spec.suspend`"
+	}
+	return fmt.Sprintf("annotation `%s: %s`", s.annotation, s.value)
 }
 
 func describeStatic(s staticWhen) string {

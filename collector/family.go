@@ -6,9 +6,11 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/common/model"
 )
 
 // objectLabels identify the Flux object behind a per-object series. The
@@ -38,6 +40,12 @@ type family struct {
 	// id is the family's position in families, which is name order: the
 	// order a scrape writes them in.
 	id int
+	// dynamic families' series each carry label names of their own
+	// (flux_resource_labels, gotk_resource_info): labels then lists only
+	// those the reference shows, and descs holds a descriptor per label
+	// name set met, for the prometheus.Collector path.
+	dynamic bool
+	descs   sync.Map // label names joined by labelNameSep → *prometheus.Desc
 }
 
 // families holds every per-object family, sorted by name once the package
@@ -59,6 +67,71 @@ func perObject(name, help string, extra ...string) *family {
 	f.open = append([]byte(f.name), '{')
 	families = append(families, f)
 	return f
+}
+
+// dynamicFamily declares a per-object family named name in full whose
+// series each bring their own label names (appendLabeled); documented are
+// the label names the metrics reference lists for it. Its series are
+// written whole, never sharing the record's object labels, since their
+// names need not include or come first among them.
+func dynamicFamily(name, help string, documented ...string) *family {
+	f := &family{name: name, help: help, labels: documented, dynamic: true}
+	f.desc = prometheus.NewDesc(name, help, documented, nil)
+	f.open = append([]byte(name), '{')
+	families = append(families, f)
+	return f
+}
+
+// labelPair is one label of a dynamic family's series.
+type labelPair struct{ name, value string }
+
+// labelNameSep joins label names into a descriptor cache key; it cannot
+// occur in a label name.
+const labelNameSep = "\xff"
+
+// appendLabeled renders a whole series of a dynamic family,
+// `name{l="v",...} `, its labels sorted by name as client_golang writes
+// them. It sorts pairs in place. Two labels of one name, an invalid name or
+// a value that is not valid UTF-8 leave the series out, and the error says
+// why.
+func (f *family) appendLabeled(buf []byte, pairs []labelPair) ([]byte, error) {
+	slices.SortFunc(pairs, func(a, b labelPair) int { return strings.Compare(a.name, b.name) })
+	for i, p := range pairs {
+		if !model.LabelName(p.name).IsValidLegacy() {
+			return buf, fmt.Errorf("%s: invalid label name %q", f.name, p.name)
+		}
+		if i > 0 && pairs[i-1].name == p.name {
+			return buf, fmt.Errorf("%s: label %s twice", f.name, p.name)
+		}
+		if !utf8.ValidString(p.value) {
+			return buf, fmt.Errorf("%s: label %s is not valid UTF-8: %q", f.name, p.name, p.value)
+		}
+	}
+	buf = append(buf, f.open...)
+	for i, p := range pairs {
+		if i > 0 {
+			buf = append(buf, ',')
+		}
+		buf = append(buf, p.name...)
+		buf = append(buf, '=', '"')
+		buf = appendEscapedLabelValue(buf, p.value)
+		buf = append(buf, '"')
+	}
+	return append(buf, '}', ' '), nil
+}
+
+// descFor is the descriptor of a dynamic family's series with these label
+// names. prometheus.NewConstMetric needs one whose labels are exactly the
+// series' own; the scrape collector is unchecked (it describes nothing), so
+// the registry accepts a family whose series differ in label names, as it
+// does kube-state-metrics' kube_*_labels.
+func (f *family) descFor(names []string) *prometheus.Desc {
+	key := strings.Join(names, labelNameSep)
+	if d, ok := f.descs.Load(key); ok {
+		return d.(*prometheus.Desc)
+	}
+	d, _ := f.descs.LoadOrStore(key, prometheus.NewDesc(f.name, f.help, names, nil))
+	return d.(*prometheus.Desc)
 }
 
 // sortedObjectLabels are the positions of the object labels sorted by name:

@@ -7,12 +7,29 @@ package collector
 // from this table (TestMetricsReference).
 
 // labelSource says where a label's value comes from: the first of paths
-// that is set, else def, written in form.
+// that is set, else def, written in form; or, when derived is set, the
+// value flux_resource_info's label of that name has.
 type labelSource struct {
-	paths []string
-	def   string
-	form  form
+	paths   []string
+	def     string
+	form    form
+	derived derivedLabel
 }
+
+// derivedLabel is a flux_resource_info label that is worked out from
+// several fields (readiness, suspension) rather than read from one.
+type derivedLabel int
+
+const (
+	notDerived derivedLabel = iota
+	readyLabel
+	reasonLabel
+	suspendedLabel
+)
+
+// sameAs takes a label's value from flux_resource_info's, so that a
+// kind's own info family agrees with it.
+func sameAs(d derivedLabel) labelSource { return labelSource{derived: d} }
 
 // from reads the first of paths that the object sets.
 func from(paths ...string) labelSource { return labelSource{paths: paths} }
@@ -86,6 +103,14 @@ type staticWhen struct {
 	path, value string
 }
 
+// suspension says where a kind keeps "do not reconcile": Flux's own kinds
+// in spec.suspend (the zero value), the Flux Operator's in an annotation,
+// fluxcd.controlplane.io/reconcile: disabled, since they have no
+// spec.suspend.
+type suspension struct {
+	annotation, value string
+}
+
 // kindSpec is what the exporter knows about one Flux kind. A zero label
 // source falls back to the generic reading, so an entry lists only how the
 // kind differs, and an unknown kind is simply the empty entry.
@@ -93,9 +118,10 @@ type kindSpec struct {
 	revision, sourceName, url, ref, path labelSource
 	// static marks objects that their controller never gives a status;
 	// flux get prints them as Ready (docs/flux-semantics.md, rule 1).
-	static staticWhen
-	gauges []gaugeSpec
-	infos  []infoSpec
+	static  staticWhen
+	suspend suspension
+	gauges  []gaugeSpec
+	infos   []infoSpec
 }
 
 // The families every kind has.
@@ -114,9 +140,12 @@ var (
 	conditionGenerationFamily = perObject("resource_condition_observed_generation",
 		"The metadata.generation the controller was acting on when it last set the condition (status.conditions[].observedGeneration). Ready is rewritten on every reconcile attempt, failed ones included, so a Ready observed generation below metadata.generation means the controller has not yet acted on the spec.", "type")
 
+	// suspendedFamily is read from the kind's suspension, not from one
+	// field, so Decode writes it rather than the gauge list.
+	suspendedFamily = perObject("resource_suspended", "Whether reconciliation of the Flux object is suspended (1) or not (0): spec.suspend, or for the Flux Operator's kinds the annotation fluxcd.controlplane.io/reconcile: disabled.")
+
 	// genericGauges apply to every kind; a kind's own gauges follow them.
 	genericGauges = []gaugeSpec{
-		{perObject("resource_suspended", "Whether reconciliation of the Flux object is suspended (1) or not (0)."), "spec.suspend", flag},
 		{perObject("resource_generation", "The object's metadata.generation; it increases on every spec change."), "metadata.generation", number},
 		{perObject("resource_observed_generation", "The generation of the last reconcile that ended well (status.observedGeneration); it stays behind while reconciles of a new spec fail. Whether the controller acts on the spec at all is flux_resource_condition_observed_generation{type=\"Ready\"}."), "status.observedGeneration", number},
 		{perObject("resource_interval_seconds", "The reconciliation interval from spec.interval, in seconds."), "spec.interval", seconds},
@@ -206,7 +235,52 @@ var kinds = map[string]kindSpec{
 			{perObject("imageupdateautomation_last_run_timestamp_seconds", "When the automation last ran (status.lastAutomationRunTime), in Unix seconds."), "status.lastAutomationRunTime", unixSeconds},
 		},
 	},
+
+	// The Flux Operator's kinds (fluxcd.controlplane.io), from its public API
+	// documentation (docs/compat.md). A FluxInstance's url, ref and path are
+	// those of the cluster's own sync source (spec.sync).
+	"FluxInstance": {
+		revision: from("status.lastAppliedRevision"),
+		url:      from("spec.sync.url"),
+		ref:      from("spec.sync.ref"),
+		path:     from("spec.sync.path"),
+		suspend:  operatorSuspension,
+		// flux-operator's own flux_instance_info, with its labels, so that
+		// queries written for the operator's metrics work unchanged.
+		infos: []infoSpec{infoOf("instance_info", "The Flux distribution a FluxInstance installs: the registry of its images (spec.distribution.registry), the version range asked for (spec.distribution.version) and the revision last applied (status.lastAppliedRevision), with flux_resource_info's uid, ready, reason and suspended, as flux-operator's metric of the same name. Value is always 1.",
+			"spec.distribution",
+			labelSpec{"uid", from("metadata.uid")},
+			labelSpec{"ready", sameAs(readyLabel)},
+			labelSpec{"reason", sameAs(reasonLabel)},
+			labelSpec{"suspended", sameAs(suspendedLabel)},
+			labelSpec{"registry", from("spec.distribution.registry")},
+			labelSpec{"revision", from("status.lastAppliedRevision")},
+			labelSpec{"version", from("spec.distribution.version")},
+		)},
+	},
+	"ResourceSet": {
+		suspend: operatorSuspension,
+		gauges: []gaugeSpec{
+			{perObject("resourceset_inventory_entries", "Number of Kubernetes objects the ResourceSet generated and manages (status.inventory.entries); flux-operator's flux_resourceset_info carries it as its resources label."), "status.inventory.entries", entries},
+		},
+	},
+	// Its url is the generic spec.url, the external service it polls.
+	"ResourceSetInputProvider": {suspend: operatorSuspension},
+	"FluxReport": {
+		suspend: operatorSuspension,
+		infos: []infoSpec{infoOf("report_distribution_info", "The Flux distribution as the Flux Operator reports it (FluxReport spec.distribution): version, installation status, the tool that manages it and who issued the entitlement. Value is always 1.",
+			"spec.distribution",
+			labelSpec{"version", from("spec.distribution.version")},
+			labelSpec{"status", from("spec.distribution.status")},
+			labelSpec{"managed_by", from("spec.distribution.managedBy")},
+			labelSpec{"entitlement", from("spec.distribution.entitlement")},
+		)},
+	},
 }
+
+// operatorSuspension is how the Flux Operator's kinds are paused: they have
+// no spec.suspend.
+var operatorSuspension = suspension{annotation: "fluxcd.controlplane.io/reconcile", value: "disabled"}
 
 // infoOf declares an info family whose label names are those of its label
 // specs, so that names and sources cannot drift apart.

@@ -86,6 +86,30 @@ func (r *reader) str(path ...any) string {
 	return s
 }
 
+// stringMap reads a map of strings, such as metadata.labels; entries that
+// are not strings are faults and left out.
+func (r *reader) stringMap(path ...any) map[string]string {
+	v, ok := r.lookup(path)
+	if !ok {
+		return nil
+	}
+	m, ok := v.(map[string]any)
+	if !ok {
+		r.wrongType(path, "object", v)
+		return nil
+	}
+	out := make(map[string]string, len(m))
+	for k, e := range m {
+		s, ok := e.(string)
+		if !ok {
+			r.wrongType(append(append([]any{}, path...), k), "string", e)
+			continue
+		}
+		out[k] = s
+	}
+	return out
+}
+
 func (r *reader) boolean(path ...any) (bool, bool) {
 	v, ok := r.lookup(path)
 	if !ok {
@@ -213,6 +237,16 @@ func (r *reader) value(path []any, how reading) (float64, bool) {
 		return 0, true // an absent spec.suspend means not suspended
 	}
 	return r.num(path...)
+}
+
+// suspended tells whether the object's reconciliation is paused, as its
+// kind keeps that.
+func (r *reader) suspended(s suspension) bool {
+	if s.annotation == "" {
+		b, _ := r.boolean("spec", "suspend")
+		return b
+	}
+	return r.str("metadata", "annotations", s.annotation) == s.value
 }
 
 // static tells whether the object is one its controller never gives a

@@ -29,6 +29,10 @@ type Record struct {
 	// after another; series[i] ends at series[i].end.
 	buf    []byte
 	series []sample
+	// refs and ready are what the dependency graph reads of the object
+	// (readRefs, graph.go).
+	refs  []ref
+	ready bool
 }
 
 // appendSeries appends series i, whose bytes in buf start at start, as an
@@ -76,9 +80,12 @@ func Decode(k kube.Kind, u *unstructured.Unstructured) (metav1.ObjectMetaAccesso
 
 	conds := r.conditions()
 	ready, reason := readiness(spec, r, conds)
-	suspended, _ := r.boolean("spec", "suspend")
+	suspended := r.suspended(spec.suspend)
+	w.derived = [...]string{readyLabel: ready, reasonLabel: reason, suspendedLabel: conditionBool(suspended)}
 	w.add(resourceInfoFamily, 1, r.str("metadata", "uid"), ready, reason, conditionBool(suspended),
 		r.label(spec.revision), r.label(spec.sourceName), redactURL(r.label(spec.url)), r.label(spec.ref), r.label(spec.path))
+	w.add(suspendedFamily, boolValue(suspended))
+	w.readRefs(k.Kind, ready)
 	if rev := r.str("status", "lastAttemptedRevision"); rev != "" {
 		w.add(attemptedRevisionFamily, 1, rev)
 	}
@@ -102,10 +109,11 @@ func Decode(k kube.Kind, u *unstructured.Unstructured) (metav1.ObjectMetaAccesso
 		}
 		vals := make([]string, len(in.labels))
 		for i, l := range in.labels {
-			vals[i] = r.label(l.from)
+			vals[i] = w.label(l.from)
 		}
 		w.add(in.family, 1, vals...)
 	}
+	w.addMetadata(k, conds)
 	rec.groupByFamily()
 	return rec, r.errs
 }
@@ -144,6 +152,18 @@ type recordWriter struct {
 	r      *reader
 	object []string // the object label values
 	values []string
+	// derived holds flux_resource_info's worked-out labels, by
+	// derivedLabel, for the info families that repeat them.
+	derived [suspendedLabel + 1]string
+}
+
+// label reads an info family's label: from the object, or as
+// flux_resource_info has it.
+func (w *recordWriter) label(s labelSource) string {
+	if s.derived != notDerived {
+		return w.derived[s.derived]
+	}
+	return w.r.label(s)
 }
 
 func (w *recordWriter) add(f *family, v float64, extra ...string) {
@@ -153,6 +173,25 @@ func (w *recordWriter) add(f *family, v float64, extra ...string) {
 	w.values = append(append(w.values[:0], w.object...), extra...)
 	start := len(w.rec.buf)
 	buf, err := f.appendSeries(w.rec.buf, w.values)
+	if err != nil {
+		w.rec.buf = buf[:start]
+		w.r.fail([]any{f.name}, err)
+		return
+	}
+	w.rec.buf = buf
+	if len(buf) > 1<<32-1 {
+		panic("collector: record larger than 4 GiB") // no Kubernetes object is
+	}
+	w.rec.series = append(w.rec.series, sample{family: uint16(f.id), end: uint32(len(buf)), value: v})
+}
+
+// addLabeled renders a series of a dynamic family (appendLabeled).
+func (w *recordWriter) addLabeled(f *family, v float64, pairs []labelPair) {
+	if !metricFilter.includes(f.name) {
+		return
+	}
+	start := len(w.rec.buf)
+	buf, err := f.appendLabeled(w.rec.buf, pairs)
 	if err != nil {
 		w.rec.buf = buf[:start]
 		w.r.fail([]any{f.name}, err)
@@ -263,6 +302,19 @@ func (rec *Record) metrics() ([]prometheus.Metric, error) {
 			continue
 		}
 		for _, m := range mf.GetMetric() {
+			if f.dynamic {
+				names := make([]string, len(m.GetLabel()))
+				vals := make([]string, len(m.GetLabel()))
+				for i, lp := range m.GetLabel() {
+					names[i], vals[i] = lp.GetName(), lp.GetValue()
+				}
+				cm, err := prometheus.NewConstMetric(f.descFor(names), prometheus.GaugeValue, m.GetGauge().GetValue(), vals...)
+				if err != nil {
+					return nil, fmt.Errorf("%s/%s: %w", rec.Namespace, rec.Name, err)
+				}
+				out = append(out, cm)
+				continue
+			}
 			have := make(map[string]string, len(m.GetLabel()))
 			for _, lp := range m.GetLabel() {
 				have[lp.GetName()] = lp.GetValue()

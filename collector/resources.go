@@ -41,7 +41,7 @@ func init() {
 		if d.Flux == nil {
 			return nil, errors.New("no Flux object cache")
 		}
-		return &Resources{state: d.Flux}, nil
+		return &Resources{state: d.Flux, graph: &graphCache{logger: d.logger()}}, nil
 	})
 }
 
@@ -78,6 +78,9 @@ var (
 // Resources reports every Flux object in the caches. It makes no API calls.
 type Resources struct {
 	state FluxState
+	// graph keeps the dependency graph's series between scrapes; nil
+	// leaves them out.
+	graph *graphCache
 }
 
 var _ Collector = (*Resources)(nil)
@@ -86,13 +89,39 @@ var _ Collector = (*Resources)(nil)
 // itself (Exporter.Scrape), each record's series.
 func (c *Resources) Update(ctx context.Context, ch chan<- prometheus.Metric) error {
 	var errs []error
+	sharded := false
 	if s, ok := c.state.(interface{ Sharding() kube.Sharding }); ok {
 		sh := s.Sharding().Normalized()
+		sharded = sh.Enabled()
 		ch <- prometheus.MustNewConstMetric(shardOrdinalDesc, prometheus.GaugeValue, float64(sh.Shard), strconv.Itoa(sh.Shard))
 		ch <- prometheus.MustNewConstMetric(totalShardsDesc, prometheus.GaugeValue, float64(sh.Total))
 	}
 	sc := scrapeOf(ctx)
 	states := sc.objects(c.state)
+	// A shard sees only its own objects: a reference to another shard's
+	// object would read as missing, and counts and roots would stop at the
+	// shard's edge. So only the references themselves, which are per
+	// object, are reported when sharded (docs/flux-semantics.md).
+	if c.graph != nil && !sharded {
+		lookup := lookupIn(states)
+		if e, ok := c.state.(interface {
+			Exists(kind, namespace, name string) (bool, bool)
+		}); ok {
+			lookup = e.Exists
+		}
+		sc.graph = c.graph.records(sc, lookup)
+		if !sc.writesObjects {
+			for _, rec := range sc.graph {
+				ms, err := rec.metrics()
+				if err != nil {
+					errs = append(errs, err)
+				}
+				for _, m := range ms {
+					ch <- m
+				}
+			}
+		}
+	}
 	for _, ks := range states {
 		k := ks.Kind
 		ch <- prometheus.MustNewConstMetric(kindInfoDesc, prometheus.GaugeValue, 1, k.Group, k.Version, k.Kind, k.Resource)

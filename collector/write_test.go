@@ -40,6 +40,11 @@ func (c recordsCollector) Collect(ch chan<- prometheus.Metric) {
 // same lines, family by family, in any order within a family (the encoder
 // sorts series, the fast path keeps cache order).
 func sameAsClientGolang(records []*Record, format expfmt.Format) error {
+	return sameAsCollected(recordsCollector(records), records, format)
+}
+
+// sameAsCollected is sameAsClientGolang with the collector to gather.
+func sameAsCollected(c prometheus.Collector, records []*Record, format expfmt.Format) error {
 	var fast bytes.Buffer
 	w := bufio.NewWriter(&fast)
 	style, ok := styleOf(format)
@@ -54,7 +59,7 @@ func sameAsClientGolang(records []*Record, format expfmt.Format) error {
 	}
 
 	reg := prometheus.NewPedanticRegistry()
-	if err := reg.Register(recordsCollector(records)); err != nil {
+	if err := reg.Register(c); err != nil {
 		return err
 	}
 	mfs, err := reg.Gather()

@@ -119,6 +119,8 @@ type Watcher struct {
 	sharding Sharding              // what the informers of w.kinds keep
 	// reshardMu makes one Reshard wait for the one before it.
 	reshardMu sync.Mutex
+	// version counts the changes to what State returns (Version).
+	version atomic.Uint64
 }
 
 type kindWatch struct {
@@ -364,6 +366,7 @@ func (w *Watcher) reconcile() {
 		w.kinds[key] = kw
 		w.log.Info("Watching Flux kind", "kind", k.Kind, "group", k.Group, "version", k.Version)
 	}
+	w.version.Add(1) // kinds may have come or gone
 }
 
 // start runs the informers of one kind, keeping the objects of sharding.
@@ -420,6 +423,15 @@ func (w *Watcher) start(k Kind, sharding Sharding) (*kindWatch, error) {
 		}); err != nil {
 			cancel()
 			return nil, fmt.Errorf("set watch error handler: %w", err)
+		}
+		// Every event counts as a change of State, delivered once the
+		// store holds it.
+		bump := func(any) { w.version.Add(1) }
+		if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+			AddFunc: bump, UpdateFunc: func(_, obj any) { bump(obj) }, DeleteFunc: bump,
+		}); err != nil {
+			cancel()
+			return nil, fmt.Errorf("add event handler: %w", err)
 		}
 		kw.informers = append(kw.informers, inf)
 		kw.scopes = append(kw.scopes, &scope{namespace: ns})
@@ -590,6 +602,14 @@ func (w *Watcher) Exists(kind, namespace, name string) (exists, watched bool) {
 	return false, watched
 }
 
+// Version counts the changes to what State returns: every add, update and
+// delete an informer delivers (after its store holds it), kinds starting
+// and stopping, and reshards. State read after Version holds at least the
+// changes counted, so a caller may cache what it derives from State under
+// the number and reuse it while Version has not moved. Whether a kind has
+// synced is not counted; read it from State.
+func (w *Watcher) Version() uint64 { return w.version.Load() }
+
 // Sharding is what the caches keep now.
 func (w *Watcher) Sharding() Sharding {
 	w.mu.RLock()
@@ -679,6 +699,7 @@ func (w *Watcher) Reshard(ctx context.Context, s Sharding) error {
 		}
 		w.kinds[key] = nkw
 	}
+	w.version.Add(1) // the swapped caches hold other objects, with no event of their own
 	w.log.Info("Resharded the Flux object caches", "shard", s.Shard, "total_shards", s.Normalized().Total,
 		"previous_shard", old.Shard, "previous_total_shards", old.Normalized().Total)
 	return errors.Join(errs...)

@@ -28,9 +28,9 @@ const (
 )
 
 // InstallFluxCRDs installs the Flux CRDs embedded in sandbox/crds: the real
-// toolkit ones and our FluxInstance of the Flux Operator's group, which does
-// not end in .fluxcd.io and so proves that discovery follows
-// --flux.api-groups.
+// toolkit ones and our FluxInstance, ResourceSet and FluxReport of the Flux
+// Operator's group, which does not end in .fluxcd.io and so proves that
+// discovery follows --flux.api-groups.
 func (s *Server) InstallFluxCRDs(ctx context.Context) error {
 	manifests, err := crds.Flux()
 	if err != nil {

@@ -1,7 +1,7 @@
 // Package crds embeds CustomResourceDefinitions for tests and the sandbox to
-// load into an API server: the real Flux CRDs (see flux/PROVENANCE.md) and a
-// FluxInstance CRD of the Flux Operator's group that this project wrote for
-// its tests (see operator/PROVENANCE.md).
+// load into an API server: the real Flux CRDs (see flux/PROVENANCE.md) and
+// FluxInstance, ResourceSet and FluxReport CRDs of the Flux Operator's group
+// that this project wrote for its tests (see operator/PROVENANCE.md).
 package crds
 
 import (
@@ -28,8 +28,8 @@ func Flux() ([][]byte, error) {
 	return append(toolkit, operator...), nil
 }
 
-// Operator returns only the Flux Operator CRD files (our FluxInstance), by
-// file name.
+// Operator returns only the Flux Operator CRD files (our FluxInstance,
+// FluxReport and ResourceSet), by file name.
 func Operator() ([][]byte, error) { return read("operator/*.yaml") }
 
 func read(pattern string) ([][]byte, error) {

@@ -336,6 +336,8 @@ var gvrs = map[string]schema.GroupVersionResource{
 	"ImageUpdateAutomation": {Group: "image.toolkit.fluxcd.io", Version: "v1", Resource: "imageupdateautomations"},
 	"ArtifactGenerator":     {Group: "source.extensions.fluxcd.io", Version: "v1beta1", Resource: "artifactgenerators"},
 	"FluxInstance":          {Group: "fluxcd.controlplane.io", Version: "v1", Resource: "fluxinstances"},
+	"ResourceSet":           {Group: "fluxcd.controlplane.io", Version: "v1", Resource: "resourcesets"},
+	"FluxReport":            {Group: "fluxcd.controlplane.io", Version: "v1", Resource: "fluxreports"},
 }
 
 // apply creates the object from YAML, then writes its status through the

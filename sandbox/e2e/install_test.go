@@ -858,6 +858,9 @@ func TestChartSchemaRejectsBadValues(t *testing.T) {
 		{"autosharding.replicas=3", "'replicas' not allowed"},
 		{"metricAllowlist={a,a}", "/metricAllowlist"},
 		{"metricAllowlist={a},metricDenylist={b}", "exclude each other"},
+		{"metricLabelsAllowlist[0]=Kustomization=[team]", "/metricLabelsAllowlist/0"},
+		{"metricAnnotationsAllowlist[0]=kustomizations", "/metricAnnotationsAllowlist/0"},
+		{"compat.gotkResourceInfo=yes", "/compat/gotkResourceInfo"},
 	} {
 		out, stderr, err := commandResult(t, "", helm, "template", "x", chartDir, "--set", tc.set)
 		if err == nil {
@@ -1105,13 +1108,16 @@ func TestChartAPIGroupsValue(t *testing.T) {
 	}
 }
 
-// TestChartMetricLists checks that metricAllowlist and metricDenylist
-// render as the flags, comma-joined, and are left out when empty.
+// TestChartMetricLists checks that metricAllowlist, metricDenylist and the
+// label and annotation allowlists render as the flags, comma-joined, and
+// are left out when empty.
 func TestChartMetricLists(t *testing.T) {
 	helm := helmBinary(t)
 	for set, want := range map[string]string{
-		"metricDenylist={flux_controller_.*,flux_event_.*}": "--metric-denylist=flux_controller_.*,flux_event_.*",
-		"metricAllowlist={flux_resource_info}":              "--metric-allowlist=flux_resource_info",
+		"metricDenylist={flux_controller_.*,flux_event_.*}":                                "--metric-denylist=flux_controller_.*,flux_event_.*",
+		"metricAllowlist={flux_resource_info}":                                             "--metric-allowlist=flux_resource_info",
+		"metricLabelsAllowlist[0]=kustomizations=[team],metricLabelsAllowlist[1]=*=[tier]": "--metric-labels-allowlist=kustomizations=[team],*=[tier]",
+		"metricAnnotationsAllowlist[0]=helmreleases=[owner]":                               "--metric-annotations-allowlist=helmreleases=[owner]",
 	} {
 		args := containerArgs(t, workloadOf(t, helmTemplate(t, helm, "x", "monitoring", "--set", set)))
 		if !slices.Contains(args, want) {

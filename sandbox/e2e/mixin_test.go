@@ -387,6 +387,14 @@ func requireMixinStates(t *testing.T, f *fleet.Fleet) mixinPicks {
 			}
 		}
 	}
+	planned := map[string][]unstructured.Unstructured{}
+	for _, o := range f.Objects {
+		planned[o.Kind] = append(planned[o.Kind], *o.Object)
+	}
+	_, dangling := expectedGraph(planned)
+	have["a reference to an object that does not exist, from an object that is not suspended"] = slices.ContainsFunc(slices.Collect(maps.Keys(dangling)), func(e depEdge) bool {
+		return !isSuspended(byID[e.from])
+	})
 	have["a failing, rolled-back HelmRelease with a release history"] = p.release != objID{}
 	have["a ready HelmRelease with drift detection"] = p.drifting != objID{}
 	have["a ready Kustomization with a history, from a ready GitRepository"] = p.kustomization != objID{}
@@ -764,6 +772,30 @@ func expectedAlerts(listed map[string][]unstructured.Unstructured, ch changes, u
 						want[alertKey{alert: alert, instance: restrictedInst, kind: id.kind, namespace: id.namespace, name: id.name}] = true
 					}
 				}
+			}
+		}
+		// A reference to an object that does not exist, from an object that
+		// is not suspended, on the unsharded replicas that watch both kinds
+		// (docs/flux-semantics.md, rule 10): a shard cannot tell.
+		suspended := map[objID]bool{}
+		for _, objs := range listed {
+			for i := range objs {
+				suspended[idOf(&objs[i])] = isSuspended(&objs[i])
+			}
+		}
+		_, missing := expectedGraph(listed)
+		for e := range missing {
+			if suspended[e.from] {
+				continue
+			}
+			k := alertKey{alert: "FluxResourceDependencyMissing", kind: e.from.kind, namespace: e.from.namespace, name: e.from.name}
+			if len(main.insts) == 1 {
+				k.instance = mainInst
+				want[k] = true
+			}
+			if !slices.Contains(unsynced, e.from.kind) && !slices.Contains(unsynced, e.to.kind) {
+				k.instance = restrictedInst
+				want[k] = true
 			}
 		}
 		return want

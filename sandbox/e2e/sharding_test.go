@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -97,13 +98,34 @@ func uidsOf(listed map[string][]unstructured.Unstructured) map[objID]types.UID {
 	return out
 }
 
+// graphOnly are the per-object families computed across all objects,
+// which only an unsharded replica reports (docs/flux-semantics.md, rule 10):
+// a shard cannot tell another shard's object from a missing one.
+var graphOnly = []string{"flux_resource_dependency_missing", "flux_resource_dependents", "flux_resource_root_cause_info"}
+
+func isGraphOnly(series string) bool {
+	return slices.ContainsFunc(graphOnly, func(f string) bool { return strings.HasPrefix(series, f+"{") })
+}
+
 // checkPartition checks that the shards' scrapes split whole's objects:
 // every per-object series of whole on exactly the replica of its object's
-// shard, the shard the UID hashes to, and nothing else.
+// shard, the shard the UID hashes to, and nothing else; the graph families
+// on none of them.
 func checkPartition(shards []scrape, whole map[string]string, uids map[objID]types.UID) error {
 	union := map[string]string{}
 	owner := map[objID]int{}
 	var problems []string
+	graphSeries := 0
+	whole = maps.Clone(whole)
+	for k := range whole {
+		if isGraphOnly(k) {
+			delete(whole, k)
+			graphSeries++
+		}
+	}
+	if graphSeries == 0 {
+		problems = append(problems, "the unsharded replica reports no dependency graph series")
+	}
 	for i, s := range shards {
 		objs := objectsOf(s)
 		for id := range objs {
@@ -119,6 +141,10 @@ func checkPartition(shards []scrape, whole map[string]string, uids map[objID]typ
 			}
 		}
 		for k, v := range perObjectSeries(s) {
+			if isGraphOnly(k) {
+				problems = append(problems, fmt.Sprintf("shard %d exports %s", i, k))
+				continue
+			}
 			if _, dup := union[k]; dup {
 				problems = append(problems, "two shards export "+k)
 			}

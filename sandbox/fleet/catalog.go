@@ -30,6 +30,8 @@ const (
 	KindImagePolicy           = "ImagePolicy"
 	KindImageUpdateAutomation = "ImageUpdateAutomation"
 	KindFluxInstance          = "FluxInstance"
+	KindResourceSet           = "ResourceSet"
+	KindFluxReport            = "FluxReport"
 )
 
 // Kinds lists every kind the fleet generates, in a stable order.
@@ -49,6 +51,8 @@ var Kinds = []schema.GroupKind{
 	{Group: groupImage, Kind: KindImagePolicy},
 	{Group: groupImage, Kind: KindImageUpdateAutomation},
 	{Group: groupOperator, Kind: KindFluxInstance},
+	{Group: groupOperator, Kind: KindResourceSet},
+	{Group: groupOperator, Kind: KindFluxReport},
 }
 
 // schemaVersions are the API versions whose schemas the generated specs and

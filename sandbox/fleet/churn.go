@@ -219,9 +219,9 @@ func (ch *churner) do(ctx context.Context, act churnAction, now time.Time) error
 		actGeneration: func(n *node) bool {
 			return n.hasStatus && n.ref.kind != KindExternalArtifact && n.ref.kind != KindImagePolicy
 		},
-		// FluxInstance has no spec.suspend: the operator reads an annotation.
+		// The operator's kinds have no spec.suspend: it reads an annotation.
 		actSuspend: func(n *node) bool {
-			return n.ref.kind != KindExternalArtifact && n.ref.kind != KindHelmChart && n.ref.kind != KindFluxInstance
+			return n.ref.kind != KindExternalArtifact && n.ref.kind != KindHelmChart && groupOf(n.ref.kind) != groupOperator
 		},
 		actReplace: ch.deletable,
 	}[act]

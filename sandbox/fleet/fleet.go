@@ -35,7 +35,7 @@ type Options struct {
 }
 
 // MinObjectsForAllKinds is the smallest fleet that contains every kind.
-const MinObjectsForAllKinds = 23
+const MinObjectsForAllKinds = 25
 
 // State is what the fleet asked a controller to have written for an object.
 type State string
@@ -73,7 +73,10 @@ type Object struct {
 	Object *unstructured.Unstructured
 
 	consumes  objRef // the source whose artifact it uses
-	dependsOn objRef // a Kustomization it waits for
+	dependsOn objRef // a Kustomization or HelmRelease it waits for
+	// dangling is an object its spec names that the fleet leaves out on
+	// purpose (dependencyStates).
+	dangling objRef
 }
 
 // objRef names an object; the zero value names none.

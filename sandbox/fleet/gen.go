@@ -23,6 +23,11 @@ type gen struct {
 	limit int
 	out   []*Object
 	reg   *registry
+	// seed is the fleet's, for streams of their own (fork).
+	seed int64
+	// force, when set, is the state of every object planned, none
+	// suspended, instead of drawn ones.
+	force State
 }
 
 // registry remembers what later objects may reference or must not collide with.
@@ -87,6 +92,7 @@ func newGen(seed int64, now time.Time, limit int) *gen {
 		now:   now,
 		limit: limit,
 		reg:   &registry{names: map[string]bool{}, gitRepos: map[string][]*source{}, helmRepos: map[string]map[string]*source{}},
+		seed:  seed,
 	}
 }
 
@@ -125,7 +131,8 @@ func (g *gen) fill(namespaces []string) {
 		}
 		add(namespaces[i%len(namespaces)])
 	}
-	g.fluxInstance(namespaces[0]) // sandbox/fleet/operator.go
+	g.operator(namespaces[0])      // sandbox/fleet/operator.go
+	g.dependencyStates(namespaces) // sandbox/fleet/dependencies.go
 	total := 0
 	for _, s := range stacks {
 		total += s.weight
@@ -141,6 +148,7 @@ func (g *gen) fill(namespaces []string) {
 			x -= s.weight
 		}
 	}
+	g.reportReconcilers()
 }
 
 func (g *gen) full() bool { return len(g.out) >= g.limit }
@@ -188,6 +196,9 @@ func (g *gen) drawState(kind string) State {
 	if !hasStatusSubresource(kind) {
 		return StateNoStatus
 	}
+	if g.force != "" {
+		return g.force
+	}
 	x := g.intn(100)
 	switch {
 	case x < 76:
@@ -210,6 +221,9 @@ func (g *gen) drawState(kind string) State {
 }
 
 func (g *gen) drawSuspended(kind string) bool {
+	if g.force != "" {
+		return false
+	}
 	return kind != KindExternalArtifact && kind != KindHelmChart && g.chance(0.05)
 }
 

@@ -163,6 +163,29 @@ func TestGenerateShape(t *testing.T) {
 		s, _, _ := unstructured.NestedString(o.Object.Object, path...)
 		return s
 	}
+	// Every dependsOn entry names an object of the fleet, but the one the
+	// fleet leaves out on purpose, which must be absent.
+	dangling := 0
+	dependsOn := func(o *Object, kind string) {
+		t.Helper()
+		deps, _, _ := unstructured.NestedSlice(o.Object.Object, "spec", "dependsOn")
+		for _, d := range deps {
+			m := d.(map[string]any)
+			ns, _ := m["namespace"].(string)
+			if ns == "" {
+				ns = o.Namespace()
+			}
+			r := objRef{kind, ns, m["name"].(string)}
+			if r != o.dangling {
+				exists(o, kind, ns, r.name)
+				continue
+			}
+			dangling++
+			if byRef[r] != nil {
+				t.Errorf("%s depends on %s, which should not exist", refOf(o), r)
+			}
+		}
+	}
 	for _, o := range f.Objects {
 		status := o.Status()
 		switch o.State {
@@ -200,11 +223,13 @@ func TestGenerateShape(t *testing.T) {
 
 		switch o.Kind {
 		case KindKustomization:
-			src := byRef[objRef{str(o, "spec", "sourceRef", "kind"), o.Namespace(), str(o, "spec", "sourceRef", "name")}]
-			exists(o, str(o, "spec", "sourceRef", "kind"), "", str(o, "spec", "sourceRef", "name"))
-			if deps, _, _ := unstructured.NestedSlice(o.Object.Object, "spec", "dependsOn"); len(deps) > 0 {
-				exists(o, KindKustomization, "", deps[0].(map[string]any)["name"].(string))
+			srcNS := str(o, "spec", "sourceRef", "namespace")
+			if srcNS == "" {
+				srcNS = o.Namespace()
 			}
+			src := byRef[objRef{str(o, "spec", "sourceRef", "kind"), srcNS, str(o, "spec", "sourceRef", "name")}]
+			exists(o, str(o, "spec", "sourceRef", "kind"), srcNS, str(o, "spec", "sourceRef", "name"))
+			dependsOn(o, KindKustomization)
 			if o.State == StateReady && src != nil {
 				if got, want := str(o, "status", "lastAppliedRevision"), str(src, "status", "artifact", "revision"); got != want {
 					t.Errorf("%s applied %q, its source has %q", refOf(o), got, want)
@@ -217,8 +242,9 @@ func TestGenerateShape(t *testing.T) {
 				}
 			}
 		case KindHelmRelease:
+			dependsOn(o, KindHelmRelease)
 			if name := str(o, "spec", "chartRef", "name"); name != "" {
-				exists(o, str(o, "spec", "chartRef", "kind"), "", name)
+				exists(o, str(o, "spec", "chartRef", "kind"), str(o, "spec", "chartRef", "namespace"), name)
 			} else {
 				exists(o, KindHelmRepository, "", str(o, "spec", "chart", "spec", "sourceRef", "name"))
 				if hc := str(o, "status", "helmChart"); hc != "" {
@@ -259,6 +285,9 @@ func TestGenerateShape(t *testing.T) {
 				t.Errorf("%s is an OCI HelmRepository in state %s", refOf(o), o.State)
 			}
 		}
+	}
+	if dangling == 0 {
+		t.Error("no dependsOn names an object that does not exist")
 	}
 	if t.Failed() {
 		fmt.Println(s)

@@ -80,7 +80,7 @@ func (g *gen) kustomization(ns, base, app, path string, src *source, after *dep,
 		"timeout":       "5m",
 		"path":          path,
 		"prune":         true,
-		"sourceRef":     map[string]any{"kind": src.kind, "name": src.name},
+		"sourceRef":     ref(src.kind, src.ns, src.name, ns),
 	}
 	healthChecked := wait
 	if wait {
@@ -90,7 +90,7 @@ func (g *gen) kustomization(ns, base, app, path string, src *source, after *dep,
 		spec["healthChecks"] = []any{map[string]any{"apiVersion": "apps/v1", "kind": "Deployment", "name": app, "namespace": ns}}
 	}
 	if after != nil {
-		spec["dependsOn"] = []any{map[string]any{"name": after.name}}
+		spec["dependsOn"] = []any{ref("", after.ns, after.name, ns)}
 	}
 
 	// A controller that runs first needs an artifact, then ready dependencies.
@@ -365,10 +365,11 @@ func (g *gen) helmChart(ns, name string, c chart, versionSpec, interval string, 
 }
 
 // helmRelease makes a HelmRelease whose chart comes from chartArt (a
-// HelmChart's or an OCIRepository's artifact; nil when there is none).
-func (g *gen) helmRelease(ns, name string, c chart, chartSpec map[string]any, chartArt *artifact, from objRef) {
+// HelmChart's or an OCIRepository's artifact; nil when there is none). It
+// returns the object, nil when the fleet is full.
+func (g *gen) helmRelease(ns, name string, c chart, chartSpec map[string]any, chartArt *artifact, from objRef) *Object {
 	if g.full() {
-		return
+		return nil
 	}
 	p := &planned{kind: KindHelmRelease, ns: ns, name: name, st: g.drawState(KindHelmRelease), suspended: g.drawSuspended(KindHelmRelease)}
 	spec := map[string]any{
@@ -421,9 +422,11 @@ func (g *gen) helmRelease(ns, name string, c chart, chartSpec map[string]any, ch
 	if p.runs() {
 		status = g.helmReleaseStatus(p, c, chartSpec, chartArt, helmChart, relNs, relName, variant, testEnabled)
 	}
-	if o := g.emit(p, spec, status, map[string]string{"app.kubernetes.io/part-of": c.name}); o != nil {
+	o := g.emit(p, spec, status, map[string]string{"app.kubernetes.io/part-of": c.name})
+	if o != nil {
 		o.consumes = from
 	}
+	return o
 }
 
 func (g *gen) helmReleaseStatus(p *planned, c chart, chartSpec map[string]any, chartArt *artifact, helmChart, relNs, relName, variant string, testEnabled bool) map[string]any {

@@ -107,6 +107,13 @@ value here (sandbox/e2e/install_test.go checks against --help). */}}
 {{- with $v.metricDenylist -}}
 {{- $a = append $a (printf "--metric-denylist=%s" (join "," .)) -}}
 {{- end -}}
+{{- with $v.metricLabelsAllowlist -}}
+{{- $a = append $a (printf "--metric-labels-allowlist=%s" (join "," .)) -}}
+{{- end -}}
+{{- with $v.metricAnnotationsAllowlist -}}
+{{- $a = append $a (printf "--metric-annotations-allowlist=%s" (join "," .)) -}}
+{{- end -}}
+{{- $a = append $a (include "flux-exporter.boolFlag" (list "compat.gotk-resource-info" $v.compat.gotkResourceInfo)) -}}
 {{- range $name, $on := $v.collectors -}}
 {{- $a = append $a (include "flux-exporter.boolFlag" (list (printf "collector.%s" $name) $on)) -}}
 {{- end -}}

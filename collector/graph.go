@@ -1,0 +1,409 @@
+package collector
+
+import (
+	"log/slog"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/flux-exporter/flux_exporter/kube"
+)
+
+// The dependency graph across all records: which referenced objects are
+// missing, how many objects depend on each one, and what blocks each object
+// that is not ready. It is computed from one snapshot of the caches and
+// rendered into records of its own, which scrapes reuse until the caches
+// change (graphCache). docs/flux-semantics.md, rule 10, gives the rules.
+
+var (
+	dependencyMissingFamily = perObject("resource_dependency_missing",
+		"A reference of this Flux object (flux_resource_dependency_info) to an object that does not exist: the kind's cache is synced, the namespace is watched, and the object is not in it. Flux reports this only as an endless DependencyNotReady or ArtifactFailed. A kind or namespace the exporter does not watch is never judged. Only when sharding is off. Value is always 1.",
+		"dependency_kind", "dependency_name", "dependency_namespace")
+	dependentsFamily = perObject("resource_dependents",
+		"How many Flux objects depend on this one, directly or through others, by references that block (every relation but event_source and resource): the objects that cannot become Ready while this one is not. Only when sharding is off.")
+	rootCauseFamily = perObject("resource_root_cause_info",
+		"For a Flux object that is not Ready and is blocked by a referenced object that is not Ready either (or is missing), the most upstream such object: follow blocking references through objects whose ready label is not True, to one whose own references are all Ready, or to a missing object. One series per root; in a cycle with nothing failing upstream, the other members of the cycle are the roots. Only when sharding is off. Value is always 1.",
+		"root_kind", "root_name", "root_namespace")
+)
+
+// graphFamilies are the families the graph renders, for the metric filter.
+var graphFamilies = []*family{dependencyMissingFamily, dependentsFamily, rootCauseFamily}
+
+// objectKey identifies a Flux object by Kind name, namespace and name: what
+// a reference names.
+type objectKey struct{ kind, namespace, name string }
+
+// lookupFunc says what the caches know of an object no record of the
+// snapshot holds: watched is false when the exporter cannot know (a kind it
+// does not watch, a namespace outside --namespaces); exists is true when it
+// holds the object after all (it arrived after the snapshot) or cannot yet
+// tell (the kind's cache has not synced). kube.Watcher.Exists is one.
+type lookupFunc func(kind, namespace, name string) (exists, watched bool)
+
+// graph is the dependency graph of one snapshot. Vertices are the records
+// (0 to len(nodes)-1) and then the missing objects.
+type graph struct {
+	nodes   []graphNode
+	missing []objectKey
+	// blocks are each node's blocking references, as vertices.
+	blocks [][]int32
+	// missingOf are each node's references to missing objects, by any
+	// relation, as indexes into missing.
+	missingOf [][]int32
+}
+
+type graphNode struct {
+	key objectKey
+	rec *Record
+}
+
+// newGraph links the records of the synced kinds of states by their
+// references. A reference to an object absent from the snapshot is to a
+// missing object when lookup says the caches would hold it; otherwise it
+// leads nowhere.
+func newGraph(states []kube.KindState, lookup lookupFunc) *graph {
+	g := &graph{}
+	n := 0
+	for _, ks := range states {
+		n += len(ks.Records)
+	}
+	index := make(map[objectKey]int32, n)
+	g.nodes = make([]graphNode, 0, n)
+	for _, ks := range states {
+		for _, o := range ks.Records {
+			rec, ok := o.(*Record)
+			if !ok {
+				continue
+			}
+			key := objectKey{ks.Kind.Kind, rec.Namespace, rec.Name}
+			if _, dup := index[key]; dup {
+				continue // the same Kind name in two API groups: a reference cannot tell them apart
+			}
+			index[key] = int32(len(g.nodes))
+			g.nodes = append(g.nodes, graphNode{key: key, rec: rec})
+		}
+	}
+	g.blocks = make([][]int32, len(g.nodes))
+	g.missingOf = make([][]int32, len(g.nodes))
+	missingIndex := map[objectKey]int32{}
+	for i, nd := range g.nodes {
+		for _, r := range nd.rec.refs {
+			key := objectKey{r.kind, r.namespace, r.name}
+			v, found := index[key]
+			if !found {
+				if exists, watched := lookup(r.kind, r.namespace, r.name); exists || !watched {
+					continue
+				}
+				m, ok := missingIndex[key]
+				if !ok {
+					m = int32(len(g.missing))
+					missingIndex[key] = m
+					g.missing = append(g.missing, key)
+				}
+				g.missingOf[i] = appendUnique(g.missingOf[i], m)
+				v = int32(len(g.nodes)) + m
+			}
+			if relations[r.relation].blocks {
+				g.blocks[i] = appendUnique(g.blocks[i], v)
+			}
+		}
+	}
+	return g
+}
+
+func appendUnique(list []int32, v int32) []int32 {
+	if slices.Contains(list, v) {
+		return list
+	}
+	return append(list, v)
+}
+
+// key is a vertex's object.
+func (g *graph) key(v int32) objectKey {
+	if int(v) < len(g.nodes) {
+		return g.nodes[v].key
+	}
+	return g.missing[int(v)-len(g.nodes)]
+}
+
+// dependents counts, for each node, the other nodes that reach it through
+// blocking references: a breadth-first walk up the reversed references per
+// node, which visits each (dependent, dependency) pair once, so cycles end.
+func (g *graph) dependents() []int32 {
+	n := len(g.nodes)
+	up := make([][]int32, n)
+	for i, bs := range g.blocks {
+		for _, v := range bs {
+			if int(v) < n && int(v) != i {
+				up[v] = append(up[v], int32(i))
+			}
+		}
+	}
+	out := make([]int32, n)
+	seen := make([]int32, n) // the walk that last saw each node, plus one
+	var queue []int32
+	for start := range n {
+		if len(up[start]) == 0 {
+			continue
+		}
+		mark := int32(start) + 1
+		seen[start] = mark
+		queue = append(queue[:0], int32(start))
+		count := int32(0)
+		for len(queue) > 0 {
+			v := queue[len(queue)-1]
+			queue = queue[:len(queue)-1]
+			for _, u := range up[v] {
+				if seen[u] != mark {
+					seen[u] = mark
+					count++
+					queue = append(queue, u)
+				}
+			}
+		}
+		out[start] = count
+	}
+	return out
+}
+
+// rootCauses returns, for each node that is not Ready and blocked by a
+// vertex that is not Ready or missing, the most upstream such vertices,
+// sorted. Among the vertices that are not Ready (missing ones included) and
+// their blocking references, the strongly connected components are found
+// with Tarjan's algorithm, which emits a component only after every
+// component it reaches: the roots of a component are those of the
+// components it reaches, or its own members when it reaches none.
+func (g *graph) rootCauses() [][]int32 {
+	n := len(g.nodes)
+	total := n + len(g.missing)
+	bad := func(v int32) bool { return int(v) >= n || !g.nodes[v].rec.ready }
+	next := func(v int32) []int32 {
+		if int(v) >= n {
+			return nil // a missing object references nothing
+		}
+		return g.blocks[v]
+	}
+	const unvisited = -1
+	order := make([]int32, total) // Tarjan's index, or unvisited
+	low := make([]int32, total)
+	comp := make([]int32, total)
+	onStack := make([]bool, total)
+	for i := range order {
+		order[i], comp[i] = unvisited, unvisited
+	}
+	var stack []int32
+	var compRoots [][]int32
+	var compMembers [][]int32
+	var compUpstream []bool // the component reaches another one
+	counter := int32(0)
+
+	var visit func(v int32)
+	visit = func(v int32) {
+		order[v], low[v] = counter, counter
+		counter++
+		stack = append(stack, v)
+		onStack[v] = true
+		for _, w := range next(v) {
+			if !bad(w) {
+				continue
+			}
+			switch {
+			case order[w] == unvisited:
+				visit(w)
+				low[v] = min(low[v], low[w])
+			case onStack[w]:
+				low[v] = min(low[v], order[w])
+			}
+		}
+		if low[v] != order[v] {
+			return
+		}
+		c := int32(len(compMembers))
+		var members []int32
+		for {
+			w := stack[len(stack)-1]
+			stack = stack[:len(stack)-1]
+			onStack[w] = false
+			comp[w] = c
+			members = append(members, w)
+			if w == v {
+				break
+			}
+		}
+		var roots []int32
+		upstream := false
+		for _, u := range members {
+			for _, w := range next(u) {
+				if bad(w) && comp[w] != c {
+					upstream = true
+					roots = unionSorted(roots, compRoots[comp[w]])
+				}
+			}
+		}
+		if !upstream {
+			roots = slices.Clone(members)
+			slices.Sort(roots)
+		}
+		compMembers = append(compMembers, members)
+		compRoots = append(compRoots, roots)
+		compUpstream = append(compUpstream, upstream)
+	}
+	for v := range int32(total) {
+		if bad(v) && order[v] == unvisited {
+			visit(v)
+		}
+	}
+
+	out := make([][]int32, n)
+	for i := range int32(n) {
+		if !bad(i) {
+			continue
+		}
+		c := comp[i]
+		switch members := compMembers[c]; {
+		case compUpstream[c]:
+			out[i] = compRoots[c]
+		case len(members) > 1:
+			// A cycle that nothing upstream fails: the others in it block i.
+			out[i] = slices.DeleteFunc(slices.Clone(compRoots[c]), func(v int32) bool { return v == i })
+		case slices.Contains(g.blocks[i], i):
+			out[i] = []int32{i} // i depends on itself
+		}
+	}
+	return out
+}
+
+// unionSorted merges two sorted lists without repeats; it returns b itself
+// when a is empty, so that the objects blocked by one root share its list.
+func unionSorted(a, b []int32) []int32 {
+	if len(a) == 0 {
+		return b
+	}
+	out := make([]int32, 0, len(a)+len(b))
+	i, j := 0, 0
+	for i < len(a) || j < len(b) {
+		switch {
+		case j == len(b) || (i < len(a) && a[i] < b[j]):
+			out = append(out, a[i])
+			i++
+		case i == len(a) || b[j] < a[i]:
+			out = append(out, b[j])
+			j++
+		default:
+			out = append(out, a[i])
+			i, j = i+1, j+1
+		}
+	}
+	return out
+}
+
+// render writes the graph's series into one record per object that has
+// any: its missing references, its dependents (every object has that
+// series) and its roots, through the same rendering as Decode's.
+func (g *graph) render() []*Record {
+	dependents := g.dependents()
+	roots := g.rootCauses()
+	out := make([]*Record, 0, len(g.nodes))
+	var vals []string
+	for i, nd := range g.nodes {
+		rec := &Record{Namespace: nd.key.namespace, Name: nd.key.name}
+		r := &reader{}
+		w := recordWriter{rec: rec, r: r, object: []string{nd.key.kind, nd.key.name, nd.key.namespace}, values: vals}
+		object, err := appendObjectLabels(nil, w.object)
+		if err != nil {
+			continue // Decode rendered nothing for it either
+		}
+		rec.object = object
+		for _, m := range g.missingOf[i] {
+			k := g.missing[m]
+			w.add(dependencyMissingFamily, 1, k.kind, k.name, k.namespace)
+		}
+		w.add(dependentsFamily, float64(dependents[i]))
+		for _, v := range roots[i] {
+			k := g.key(v)
+			w.add(rootCauseFamily, 1, k.kind, k.name, k.namespace)
+		}
+		vals = w.values
+		if len(rec.series) == 0 {
+			continue
+		}
+		rec.groupByFamily()
+		out = append(out, rec)
+	}
+	return out
+}
+
+// graphCache keeps the graph's records for one state of the caches, so
+// that a scrape of unchanged caches does no graph work.
+type graphCache struct {
+	logger *slog.Logger
+
+	mu      sync.Mutex
+	key     graphKey
+	valid   bool
+	cached  []*Record
+	// computed counts the graphs computed, for tests.
+	computed int
+}
+
+// graphKey names a state of the caches: the watcher's change counter and
+// which kinds are watched and synced. The counter moves on every object
+// event; a kind that syncs or goes away changes the rest.
+type graphKey struct {
+	version uint64
+	kinds   string
+}
+
+// keyOf is the state a scrape read; ok is false when the source of the
+// caches keeps no change counter, and nothing can be reused.
+func keyOf(sc *scrapeState) (graphKey, bool) {
+	if !sc.versioned {
+		return graphKey{}, false
+	}
+	var b strings.Builder
+	for _, ks := range sc.states {
+		b.WriteString(ks.Kind.Group)
+		b.WriteByte('/')
+		b.WriteString(ks.Kind.Kind)
+		b.WriteByte('=')
+		b.WriteString(strconv.FormatBool(ks.Synced))
+		b.WriteByte(';')
+	}
+	return graphKey{version: sc.version, kinds: b.String()}, true
+}
+
+// records returns the graph's records for the scrape's snapshot, computing
+// them only when the caches changed since the last computation.
+func (c *graphCache) records(sc *scrapeState, lookup lookupFunc) []*Record {
+	if !slices.ContainsFunc(graphFamilies, func(f *family) bool { return metricFilter.includes(f.name) }) {
+		return nil
+	}
+	key, ok := keyOf(sc)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if ok && c.valid && c.key == key {
+		return c.cached
+	}
+	start := time.Now()
+	g := newGraph(sc.states, lookup)
+	c.cached, c.key, c.valid = g.render(), key, ok
+	c.computed++
+	c.logger.Debug("Computed the dependency graph", "objects", len(g.nodes), "missing", len(g.missing),
+		"version", key.version, "duration_seconds", time.Since(start).Seconds())
+	return c.cached
+}
+
+// lookupIn judges absent objects from the snapshot alone, for a source of
+// the caches that cannot say more: a kind that is synced in it is watched
+// in every namespace.
+func lookupIn(states []kube.KindState) lookupFunc {
+	synced := map[string]bool{}
+	for _, ks := range states {
+		if ks.Synced {
+			synced[ks.Kind.Kind] = true
+		}
+	}
+	return func(kind, _, _ string) (bool, bool) { return false, synced[kind] }
+}
