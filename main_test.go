@@ -120,7 +120,10 @@ func metricsTable(t *testing.T) string {
 		}
 		name, help, labels := m[1], strings.ReplaceAll(m[2], `\"`, `"`), m[3]
 		typ := "gauge"
+		ft, perObject := collector.FamilyType(name)
 		switch {
+		case perObject:
+			typ = ft
 		case strings.HasSuffix(name, "_total"):
 			typ = "counter"
 		case summaries[name]:

@@ -228,6 +228,9 @@ func (s *scrapeState) records() []*Record {
 		for _, o := range ks.Records {
 			if rec, ok := o.(*Record); ok {
 				out = append(out, rec)
+				if d := rec.delivery.record(); d != nil {
+					out = append(out, d)
+				}
 			}
 		}
 	}

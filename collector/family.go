@@ -46,6 +46,55 @@ type family struct {
 	// name set met, for the prometheus.Collector path.
 	dynamic bool
 	descs   sync.Map // label names joined by labelNameSep → *prometheus.Desc
+	// typ is the family's metric type; counters and histograms are the
+	// delivery families' (delivery.go), whose values the exporter
+	// accumulates across events.
+	typ metricType
+	// buckets are a histogram's upper bounds, ascending, without +Inf.
+	buckets []float64
+}
+
+// metricType is a family's Prometheus type.
+type metricType int
+
+const (
+	gaugeType metricType = iota
+	counterType
+	histogramType
+)
+
+func (t metricType) String() string {
+	switch t {
+	case counterType:
+		return "counter"
+	case histogramType:
+		return "histogram"
+	}
+	return "gauge"
+}
+
+// perObjectCounter declares a per-object counter flux_<name>; name ends in
+// _total, as the text format spells a counter's samples.
+func perObjectCounter(name, help string, extra ...string) *family {
+	if !strings.HasSuffix(name, "_total") {
+		panic("collector: counter without _total: " + name) // programming error at init
+	}
+	f := perObject(name, help, extra...)
+	f.typ = counterType
+	return f
+}
+
+// perObjectHistogram declares a per-object histogram flux_<name> with the
+// object labels and these upper bounds. Its series are rendered whole
+// (_bucket with le last, as client_golang writes it, then _sum and
+// _count), never sharing the record's object labels, since their names
+// differ from the family's.
+func perObjectHistogram(name, help string, buckets ...float64) *family {
+	f := perObject(name, help)
+	f.typ = histogramType
+	f.shared = false
+	f.buckets = buckets
+	return f
 }
 
 // families holds every per-object family, sorted by name once the package

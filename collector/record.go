@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -33,6 +35,9 @@ type Record struct {
 	// (readRefs, graph.go).
 	refs  []ref
 	ready bool
+	// delivery holds the object's delivery series (delivery.go), rendered
+	// apart since they change without the object changing.
+	delivery *deliveryEntry
 }
 
 // appendSeries appends series i, whose bytes in buf start at start, as an
@@ -65,6 +70,11 @@ func (r *Record) GetObjectMeta() metav1.Object {
 // field costs only that field. Families the metric filter excludes
 // (SetMetricFilter) are not rendered at all.
 func Decode(k kube.Kind, u *unstructured.Unstructured) (metav1.ObjectMetaAccessor, []error) {
+	return decodeWith(delivery, k, u)
+}
+
+// decodeWith is Decode feeding the delivery tracker tr.
+func decodeWith(tr *deliveryTracker, k kube.Kind, u *unstructured.Unstructured) (metav1.ObjectMetaAccessor, []error) {
 	r := &reader{obj: u.Object}
 	spec := specFor(k.Kind)
 	rec := &Record{Namespace: r.str("metadata", "namespace"), Name: r.str("metadata", "name")}
@@ -114,6 +124,13 @@ func Decode(k kube.Kind, u *unstructured.Unstructured) (metav1.ObjectMetaAccesso
 		w.add(in.family, 1, vals...)
 	}
 	w.addMetadata(k, conds)
+	if rev := r.str("status", "artifact", "revision"); rev != "" {
+		updated, _ := r.timestamp("status", "artifact", "lastUpdateTime")
+		tr.sawArtifact(objectKey{k.Kind, rec.Namespace, rec.Name}, rev, updated)
+	}
+	if k.Kind == "Kustomization" || k.Kind == "HelmRelease" {
+		rec.delivery = tr.observe(k.Kind, rec, r, conds)
+	}
 	rec.groupByFamily()
 	return rec, r.errs
 }
@@ -282,7 +299,7 @@ func (rec *Record) metrics() ([]prometheus.Metric, error) {
 	for i, s := range rec.series {
 		if int(s.family) != last {
 			last = int(s.family)
-			text = fmt.Appendf(text, "# TYPE %s gauge\n", families[last].name)
+			text = fmt.Appendf(text, "# TYPE %s %s\n", families[last].name, families[last].typ)
 		}
 		text = rec.appendSeries(text, i, start)
 		text = appendFloat(text, s.value, textFloat)
@@ -315,6 +332,14 @@ func (rec *Record) metrics() ([]prometheus.Metric, error) {
 				out = append(out, cm)
 				continue
 			}
+			if f.typ == histogramType {
+				h, err := constHistogram(f, m)
+				if err != nil {
+					return nil, fmt.Errorf("%s/%s: %w", rec.Namespace, rec.Name, err)
+				}
+				out = append(out, h)
+				continue
+			}
 			have := make(map[string]string, len(m.GetLabel()))
 			for _, lp := range m.GetLabel() {
 				have[lp.GetName()] = lp.GetValue()
@@ -323,7 +348,11 @@ func (rec *Record) metrics() ([]prometheus.Metric, error) {
 			for i := range len(objectLabels) + len(f.labels) {
 				vals = append(vals, have[f.labelName(i)])
 			}
-			cm, err := prometheus.NewConstMetric(f.desc, prometheus.GaugeValue, m.GetGauge().GetValue(), vals...)
+			vt, v := prometheus.GaugeValue, m.GetGauge().GetValue()
+			if f.typ == counterType {
+				vt, v = prometheus.CounterValue, m.GetCounter().GetValue()
+			}
+			cm, err := prometheus.NewConstMetric(f.desc, vt, v, vals...)
 			if err != nil {
 				return nil, fmt.Errorf("%s/%s: %w", rec.Namespace, rec.Name, err)
 			}
@@ -332,4 +361,24 @@ func (rec *Record) metrics() ([]prometheus.Metric, error) {
 		delete(parsed, f.name) // each family once
 	}
 	return out, nil
+}
+
+// constHistogram rebuilds a parsed per-object histogram series.
+func constHistogram(f *family, m *dto.Metric) (prometheus.Metric, error) {
+	have := make(map[string]string, len(m.GetLabel()))
+	for _, lp := range m.GetLabel() {
+		have[lp.GetName()] = lp.GetValue()
+	}
+	vals := make([]string, len(objectLabels))
+	for i := range objectLabels {
+		vals[i] = have[objectLabels[i]]
+	}
+	h := m.GetHistogram()
+	buckets := make(map[float64]uint64, len(h.GetBucket()))
+	for _, b := range h.GetBucket() {
+		if !math.IsInf(b.GetUpperBound(), +1) {
+			buckets[b.GetUpperBound()] = b.GetCumulativeCount()
+		}
+	}
+	return prometheus.NewConstHistogram(f.desc, h.GetSampleCount(), h.GetSampleSum(), buckets, vals...)
 }

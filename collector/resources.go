@@ -98,6 +98,7 @@ func (c *Resources) Update(ctx context.Context, ch chan<- prometheus.Metric) err
 	}
 	sc := scrapeOf(ctx)
 	states := sc.objects(c.state)
+	delivery.sweep(states)
 	// A shard sees only its own objects: a reference to another shard's
 	// object would read as missing, and counts and roots would stop at the
 	// shard's edge. So only the references themselves, which are per
@@ -138,12 +139,17 @@ func (c *Resources) Update(ctx context.Context, ch chan<- prometheus.Metric) err
 			if !ok {
 				continue
 			}
-			ms, err := rec.metrics()
-			if err != nil {
-				errs = append(errs, err)
-			}
-			for _, m := range ms {
-				ch <- m
+			for _, r := range []*Record{rec, rec.delivery.record()} {
+				if r == nil {
+					continue
+				}
+				ms, err := r.metrics()
+				if err != nil {
+					errs = append(errs, err)
+				}
+				for _, m := range ms {
+					ch <- m
+				}
 			}
 		}
 	}

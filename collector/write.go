@@ -49,7 +49,13 @@ func buildHeaders() {
 	for style, escapeHelp := range []func(string) string{escapeTextHelp, escapeOpenMetricsHelp} {
 		headers[style] = make([][]byte, len(families))
 		for i, f := range families {
-			headers[style][i] = fmt.Appendf(nil, "# HELP %s %s\n# TYPE %s gauge\n", f.name, escapeHelp(f.help), f.name)
+			name := f.name
+			if style == int(openMetricsFloat) && f.typ == counterType {
+				// OpenMetrics names a counter family without the _total
+				// its samples carry, as client_golang writes it.
+				name = strings.TrimSuffix(name, "_total")
+			}
+			headers[style][i] = fmt.Appendf(nil, "# HELP %s %s\n# TYPE %s %s\n", name, escapeHelp(f.help), name, f.typ)
 		}
 	}
 }
@@ -111,7 +117,16 @@ func writeObjects(w *bufio.Writer, records []*Record, style floatStyle) error {
 			for c.fam == fam {
 				s := c.rec.series[c.next]
 				line = c.rec.appendSeries(line[:0], c.next, c.start)
-				line = appendFloat(line, s.value, style)
+				valueStyle := style
+				if style == openMetricsFloat && families[fam].typ == histogramType {
+					// OpenMetrics writes bucket and _count values as the
+					// integers they are, and only _sum as a float.
+					line = openMetricsBound(line)
+					if !bytes.Contains(line, []byte("_sum{")) {
+						valueStyle = textFloat
+					}
+				}
+				line = appendFloat(line, s.value, valueStyle)
 				line = append(line, '\n')
 				if _, err := w.Write(line); err != nil {
 					return err
@@ -126,6 +141,26 @@ func writeObjects(w *bufio.Writer, records []*Record, style floatStyle) error {
 		}
 	}
 	return nil
+}
+
+// openMetricsBound rewrites the le label that ends a rendered bucket
+// series, `...,le="300"} `, as OpenMetrics spells a bound: "300.0".
+// Records keep the text format's spelling, shared by both formats.
+func openMetricsBound(line []byte) []byte {
+	const tail = `"} `
+	if !bytes.HasSuffix(line, []byte(tail)) {
+		return line
+	}
+	start := bytes.LastIndex(line, []byte(`le="`))
+	if start < 0 {
+		return line // _sum and _count have no le
+	}
+	bound := line[start+len(`le="`) : len(line)-len(tail)]
+	if bytes.ContainsAny(bound, "e.") || bytes.Contains(bound, []byte("Inf")) || bytes.Contains(bound, []byte("NaN")) {
+		return line
+	}
+	line = append(line[:len(line)-len(tail)], ".0"...)
+	return append(line, tail...)
 }
 
 // MetricFilter selects metric families by name, as kube-state-metrics'
