@@ -175,9 +175,9 @@ type ksSnapshot struct {
 
 // hrSnapshot is what it reads of a HelmRelease history snapshot.
 type hrSnapshot struct {
-	version                                  float64
+	version                                 float64
 	status, action, chartVersion, ociDigest string
-	first                                    float64
+	first                                   float64
 }
 
 // readyState is what it reads of the conditions.

@@ -147,9 +147,9 @@ func TestDeliveryKustomization(t *testing.T) {
 		ksEntry("sha256:d1", "ReconciliationSucceeded", revA, 90*time.Second, 90*time.Second))
 	rec := decodeInto(t, tr, step1)
 	expectSamples(t, "applied", deliverySamples(t, rec), map[string]float64{
-		`flux_delivery_changes_total{result="succeeded"}`: 1,
-		`flux_delivery_changes_total{result="failed"}`:    0,
-		`flux_delivery_failed_changes_total`:              0,
+		`flux_delivery_changes_total{result="succeeded"}`:  1,
+		`flux_delivery_changes_total{result="failed"}`:     0,
+		`flux_delivery_failed_changes_total`:               0,
 		`flux_delivery_lead_time_seconds_bucket{le="300"}`: 1,
 		`flux_delivery_lead_time_seconds_sum`:              90,
 		`flux_delivery_lead_time_seconds_count`:            1,
@@ -331,14 +331,14 @@ func TestDeliveryHelmReleaseRollback(t *testing.T) {
 	rec = decodeInto(t, tr, rolledBack)
 	s := deliverySamples(t, rec)
 	expectSamples(t, "rolled back", s, map[string]float64{
-		`flux_delivery_changes_total{result="succeeded"}`:                                                                          2,
-		`flux_delivery_changes_total{result="failed"}`:                                                                             1,
-		`flux_delivery_failed_changes_total`:                                                                                       1,
-		`flux_delivery_rollbacks_total`:                                                                                            1,
+		`flux_delivery_changes_total{result="succeeded"}`: 2,
+		`flux_delivery_changes_total{result="failed"}`:    1,
+		`flux_delivery_failed_changes_total`:              1,
+		`flux_delivery_rollbacks_total`:                   1,
 		`flux_delivery_last_rollback_info{failed_chart_version="2.0.0",failed_version="2",restored_chart_version="1.0.0",rollback_version="3"}`: 1,
-		`flux_delivery_time_to_restore_seconds_sum`:                                                                                3 * 60,
-		`flux_delivery_time_to_restore_seconds_count`:                                                                              1,
-		`flux_delivery_lead_time_seconds_count`:                                                                                   1,
+		`flux_delivery_time_to_restore_seconds_sum`:   3 * 60,
+		`flux_delivery_time_to_restore_seconds_count`: 1,
+		`flux_delivery_lead_time_seconds_count`:       1,
 	})
 
 	// A restarted exporter reads the same from the history.

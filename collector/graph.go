@@ -340,10 +340,10 @@ func (g *graph) render() []*Record {
 type graphCache struct {
 	logger *slog.Logger
 
-	mu      sync.Mutex
-	key     graphKey
-	valid   bool
-	cached  []*Record
+	mu     sync.Mutex
+	key    graphKey
+	valid  bool
+	cached []*Record
 	// computed counts the graphs computed, for tests.
 	computed int
 }

@@ -103,7 +103,7 @@ func TestGraph(t *testing.T) {
 		want: graphFacts{
 			dependents: map[string]int{"GitRepository flux-system/fleet": 3, "Kustomization flux-system/crds": 2, "Kustomization apps/controllers": 1},
 			roots: map[string][]string{
-				"Kustomization flux-system/crds":  {"GitRepository flux-system/fleet"},
+				"Kustomization flux-system/crds": {"GitRepository flux-system/fleet"},
 				"Kustomization apps/controllers": {"GitRepository flux-system/fleet"},
 			},
 		},
