@@ -18,11 +18,13 @@ var wantDashboards = map[string]string{
 	"flux-fleet-overview.json":  "flux-fleet-overview",
 	"flux-resource-detail.json": "flux-resource-detail",
 	"flux-controllers.json":     "flux-controllers",
+	"flux-delivery.json":        "flux-delivery",
 }
 
 // knownMetrics are the families the dashboards may use: those of the
 // code-checked reference docs/metrics.md (TestMetricsReference keeps it equal
-// to the exporter's descriptors), a summary's _sum and _count, and `up`. A
+// to the exporter's descriptors), a summary's _sum and _count, a histogram's
+// _bucket, _sum and _count, and `up`. A
 // typo in a query, or a metric the exporter does not emit, fails
 // TestQueriesUseKnownMetricsAndScope.
 func knownMetrics(t *testing.T) []string {
@@ -34,8 +36,11 @@ func knownMetrics(t *testing.T) []string {
 	known := []string{"up"}
 	for _, m := range regexp.MustCompile("(?m)^\\| `(flux_[a-z0-9_]+)` \\| (\\w+) \\|").FindAllStringSubmatch(string(doc), -1) {
 		known = append(known, m[1])
-		if m[2] == "summary" {
+		switch m[2] {
+		case "summary":
 			known = append(known, m[1]+"_sum", m[1]+"_count")
+		case "histogram":
+			known = append(known, m[1]+"_bucket", m[1]+"_sum", m[1]+"_count")
 		}
 	}
 	if len(known) < 40 {
@@ -361,7 +366,7 @@ func TestQueriesParse(t *testing.T) {
 	var origins []string
 	for _, d := range loadDashboards(t) {
 		for origin, expr := range d.exprs() {
-			expr = strings.NewReplacer("$__rate_interval", "2m", "$__interval", "1m").Replace(expr)
+			expr = strings.NewReplacer("$__rate_interval", "2m", "$__interval", "1m", "$__range_s", "604800", "$__range", "7d").Replace(expr)
 			expr = templateVar.ReplaceAllString(expr, "sample")
 			rules = append(rules, rule{Record: fmt.Sprintf("dashboard_query_%d", len(rules)), Expr: expr})
 			origins = append(origins, origin)
