@@ -174,7 +174,8 @@ func testMixin(t *testing.T, shards int) {
 	// offset would leave the controller pods only 400ms.
 	main := &mainShards{uids: map[objID]types.UID{}}
 	for i := range shards {
-		args := []string{"--events.enabled", "--events.hmac-key-file=" + keyFile, "--web.timeout-offset=100ms"}
+		args := []string{"--events.enabled", "--events.hmac-key-file=" + keyFile, "--web.timeout-offset=100ms",
+			"--metric-labels-allowlist=kustomizations=[team],helmreleases=[team]"}
 		if shards > 1 {
 			args = append(args, fmt.Sprintf("--shard=%d", i), fmt.Sprintf("--total-shards=%d", shards))
 		}
@@ -580,22 +581,44 @@ status:
 	})
 	ch.releasedAt = time.Now()
 
+	// The commit was fetched 5 minutes ago. Its manifests failed their
+	// health check 4 minutes ago (Ready False a minute later), and passed
+	// on the next attempt now: a change, a failed change, a lead time of
+	// 5 minutes and a restore of 3 for the Delivery dashboard.
 	ch.newRevision = "main@sha1:" + randomHex(40)
+	fetched, failedAt := now.Add(-5*time.Minute), now.Add(-4*time.Minute)
 	editStatus(t, c, p.source, func(st map[string]any) {
 		art, _ := st["artifact"].(map[string]any)
-		art["revision"], art["digest"], art["lastUpdateTime"] = ch.newRevision, "sha256:"+randomHex(64), now.Format(time.RFC3339)
+		art["revision"], art["digest"], art["lastUpdateTime"] = ch.newRevision, "sha256:"+randomHex(64), fetched.Format(time.RFC3339)
+	})
+	digest := "sha256:" + randomHex(64)
+	historyEntry := func(status string, first, last time.Time) map[string]any {
+		return map[string]any{
+			"digest": digest, "firstReconciled": first.Format(time.RFC3339), "lastReconciled": last.Format(time.RFC3339),
+			"lastReconciledDuration": "2.4s", "lastReconciledStatus": status, "totalReconciliations": int64(1),
+			"metadata": map[string]any{"revision": ch.newRevision},
+		}
+	}
+	editStatus(t, c, p.kustomization, func(st map[string]any) {
+		st["lastAttemptedRevision"] = ch.newRevision
+		setReady(st, "False", "HealthCheckFailed", "health check failed after 1m0s: timeout waiting for: [Deployment status: 'InProgress']", failedAt.Add(time.Minute))
+		history, _ := st["history"].([]any)
+		st["history"] = append([]any{historyEntry("HealthCheckFailed", failedAt, failedAt.Add(time.Minute))}, history[:min(len(history), 4)]...)
 	})
 	editStatus(t, c, p.kustomization, func(st map[string]any) {
 		st["lastAppliedRevision"], st["lastAttemptedRevision"] = ch.newRevision, ch.newRevision
+		setReady(st, "True", "ReconciliationSucceeded", "Applied revision: "+ch.newRevision, now)
 		history, _ := st["history"].([]any)
-		entry := map[string]any{
-			"digest": "sha256:" + randomHex(64), "firstReconciled": now.Format(time.RFC3339), "lastReconciled": now.Format(time.RFC3339),
-			"lastReconciledDuration": "2.4s", "lastReconciledStatus": "ReconciliationSucceeded", "totalReconciliations": int64(1),
-			"metadata": map[string]any{"revision": ch.newRevision},
-		}
-		st["history"] = append([]any{entry}, history[:min(len(history), 4)]...)
+		st["history"] = append([]any{historyEntry("ReconciliationSucceeded", now, now)}, history[:min(len(history), 4)]...)
 	})
 	ch.revisedAt = time.Now()
+	// Both belong to a team, for the Delivery dashboard's per-team table.
+	for _, id := range []objID{p.kustomization, p.release} {
+		patch := []byte(`{"metadata":{"labels":{"team":"` + mixinTeam + `"}}}`)
+		if _, err := c.dyn.Resource(gvrs[id.kind]).Namespace(id.namespace).Patch(t.Context(), id.name, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+			t.Fatalf("label %v: %v", id, err)
+		}
+	}
 
 	ref := func(id objID, apiVersion string) corev1.ObjectReference {
 		return corev1.ObjectReference{Kind: id.kind, Namespace: id.namespace, Name: id.name, APIVersion: apiVersion}
@@ -625,6 +648,28 @@ status:
 		t.Fatalf("badly signed event answered %d, want 401", code)
 	}
 	return ch
+}
+
+// mixinTeam is the team label makeChanges gives the objects it changes.
+const mixinTeam = "payments"
+
+// setReady sets the Ready condition in a status, moving its
+// lastTransitionTime to at when its status changes, as the controllers do.
+func setReady(st map[string]any, status, reason, msg string, at time.Time) {
+	conds, _ := st["conditions"].([]any)
+	for _, c := range conds {
+		m, _ := c.(map[string]any)
+		if m["type"] != "Ready" {
+			continue
+		}
+		if m["status"] != status {
+			m["lastTransitionTime"] = at.Format(time.RFC3339)
+		}
+		m["status"], m["reason"], m["message"] = status, reason, msg
+		return
+	}
+	st["conditions"] = append(conds, map[string]any{"type": "Ready", "status": status, "reason": reason, "message": msg,
+		"lastTransitionTime": at.Format(time.RFC3339), "observedGeneration": int64(1)})
 }
 
 // editStatus rewrites an object's status as its controller would.
@@ -1118,7 +1163,8 @@ var labelValuesRE = regexp.MustCompile(`^\s*label_values\((.+),\s*(\w+)\)\s*$`)
 // earlier values substituted, as Grafana does on load.
 func (p *prometheusServer) resolveVariables(t *testing.T, d dashboard, set varSet) map[string]string {
 	t.Helper()
-	vals := map[string]string{"__interval": "1s", "__rate_interval": rateInterval}
+	// Range queries cover at most 5m, and so does $__range.
+	vals := map[string]string{"__interval": "1s", "__rate_interval": rateInterval, "__range": "5m", "__range_s": "300"}
 	end := time.Now()
 	for _, v := range d.Templating.List {
 		if v.Type == "datasource" {
