@@ -44,6 +44,9 @@ type ChurnStats struct {
 	Resumes          int
 	Deletes          int
 	Creates          int
+	FailedChanges    int // a consumer's new revision failed, as its controller records it
+	Rollbacks        int // helm-controller rolled a failed upgrade back
+	Recoveries       int // a failed change passed on a later attempt
 	Errors           int
 }
 
@@ -87,9 +90,37 @@ type churner struct {
 	nodes      []*node
 	pending    []catchUp
 	suspended  []objRef // suspended by churn, resumed first-in first-out
-	tick       int
-	stats      ChurnStats
+	// followUps are controllers acting on a change a few ticks after it:
+	// a consumer applying a source's new revision, a rollback, a retry.
+	followUps []followUp
+	tick      int
+	stats     ChurnStats
 }
+
+// followUp is one controller step due at a later tick.
+type followUp struct {
+	node *node
+	due  int
+	kind followUpKind
+	rev  string
+	art  map[string]any
+}
+
+type followUpKind int
+
+const (
+	// applyRevision: the consumer reconciles the source's new revision
+	// within its interval, not in the same instant.
+	applyRevision followUpKind = iota
+	// rollBack: helm-controller remediates a failed upgrade by rollback.
+	rollBack
+	// recover: the next attempt at the failed change succeeds.
+	recover
+)
+
+// failEvery is how often a consumer's new revision fails, one in that
+// many: enough for the Delivery dashboard's change failure rate to move.
+const failEvery = 5
 
 // catchUp is a controller finishing a reconciliation a few ticks later.
 type catchUp struct {
@@ -184,6 +215,22 @@ func (ch *churner) runTick(ctx context.Context, changes int) error {
 		}
 	}
 	ch.pending = keep
+
+	due := ch.followUps[:0:0]
+	later := ch.followUps[:0]
+	for _, f := range ch.followUps {
+		if f.due > ch.tick {
+			later = append(later, f)
+			continue
+		}
+		due = append(due, f)
+	}
+	ch.followUps = later
+	for _, f := range due {
+		if err := ch.followUp(ctx, f, now); err != nil && !errors.Is(err, errNotEligible) {
+			ch.fail(ctx, "follow-up", f.node.ref, err)
+		}
+	}
 
 	for i := range changes {
 		act := churnPattern[((ch.tick-1)*changes+i)%len(churnPattern)]
@@ -414,11 +461,21 @@ func (ch *churner) bump(ctx context.Context, n *node, now time.Time) error {
 		if d.consumes != n.ref {
 			continue
 		}
-		if err := ch.consume(ctx, d, rev, art, now); err != nil && !errors.Is(err, errNotEligible) {
-			ch.fail(ctx, "apply revision", d.ref, err)
-		}
+		ch.followUps = append(ch.followUps, followUp{node: d, due: ch.tick + 1 + ch.r.IntN(2), kind: applyRevision, rev: rev, art: art})
 	}
 	return nil
+}
+
+// followUp runs a controller step that was due.
+func (ch *churner) followUp(ctx context.Context, f followUp, now time.Time) error {
+	switch f.kind {
+	case applyRevision:
+		return ch.consume(ctx, f.node, f.rev, f.art, now)
+	case rollBack:
+		return ch.rollBack(ctx, f.node, now)
+	default:
+		return ch.recoverChange(ctx, f.node, now)
+	}
 }
 
 // nextRevision returns a source's next revision and its artifact file name.
@@ -455,6 +512,9 @@ func (ch *churner) consume(ctx context.Context, d *node, rev string, art map[str
 		return errNotEligible
 	}
 	st := statusOf(u)
+	if (d.ref.kind == KindKustomization || d.ref.kind == KindHelmRelease) && ch.r.IntN(failEvery) == 0 {
+		return ch.failChange(ctx, d, u, ri, rev, art, now)
+	}
 	switch d.ref.kind {
 	case KindKustomization:
 		st["lastAppliedRevision"], st["lastAttemptedRevision"] = rev, rev
@@ -463,17 +523,7 @@ func (ch *churner) consume(ctx context.Context, d *node, rev string, art map[str
 			st["lastAppliedOriginRevision"] = origin
 		}
 		setCond(u, "Ready", "True", "ReconciliationSucceeded", "Applied revision: "+rev, now)
-		entry := map[string]any{
-			"digest":                 "sha256:" + ch.g.hex(64),
-			"firstReconciled":        ts(now),
-			"lastReconciled":         ts(now),
-			"lastReconciledDuration": ch.g.duration(300*time.Millisecond, 30*time.Second),
-			"lastReconciledStatus":   "ReconciliationSucceeded",
-			"totalReconciliations":   int64(1),
-			"metadata":               map[string]any{"revision": rev},
-		}
-		history, _ := st["history"].([]any)
-		st["history"] = append([]any{entry}, history[:min(len(history), 4)]...)
+		ch.upsertHistory(st, "sha256:"+ch.g.hex(64), "ReconciliationSucceeded", rev, now)
 	case KindHelmRelease:
 		ch.upgrade(u, st, rev, art, now)
 	case KindHelmChart:
@@ -489,7 +539,11 @@ func (ch *churner) consume(ctx context.Context, d *node, rev string, art map[str
 	return nil
 }
 
-// upgrade records a Helm upgrade to the chart version in rev.
+// upgrade records a Helm upgrade to the chart version in rev that
+// succeeded, as helm-controller does: a new release, deployed, and the
+// history truncated after the previous deployed release, now superseded
+// (HC internal/reconcile/release.go recordOnObject, api/v2 Snapshots.Truncate).
+// A new chart version resets the failure counters (HC action.MustResetFailures).
 func (ch *churner) upgrade(u *unstructured.Unstructured, st map[string]any, rev string, art map[string]any, now time.Time) {
 	history, _ := st["history"].([]any)
 	if len(history) == 0 {
@@ -518,15 +572,209 @@ func (ch *churner) upgrade(u *unstructured.Unstructured, st map[string]any, rev 
 	next["status"] = "deployed"
 	next["action"] = "upgrade"
 	next["digest"] = "sha256:" + ch.g.hex(64)
-	next["lastDeployed"] = ts(now)
+	next["firstDeployed"], next["lastDeployed"] = ts(now), ts(now)
 	delete(next, "testHooks")
-	cur["status"] = "superseded"
-	st["history"] = []any{next, cur}
+	st["history"] = supersede(next, history)
+	delete(st, "failures")
+	delete(st, "upgradeFailures")
+	removeCond(u, "Remediated")
 	st["lastAttemptedRevision"] = attempted
 	st["lastAttemptedReleaseAction"] = "upgrade"
 	msg := fmt.Sprintf("Helm upgrade succeeded for release %s/%s.v%d with chart %s@%s", next["namespace"], next["name"], version, next["chartName"], chartVersion)
 	setCond(u, "Ready", "True", "UpgradeSucceeded", msg, now)
 	setCond(u, "Released", "True", "UpgradeSucceeded", msg, now)
+}
+
+// supersede puts a new deployed release in front of the history: the
+// deployed release before it becomes superseded, failed ones in between
+// stay, and what is older than the previous deployed or superseded release
+// goes (HC api/v2 Snapshots.Truncate).
+func supersede(next map[string]any, history []any) []any {
+	out := []any{next}
+	for _, h := range history {
+		m, ok := h.(map[string]any)
+		if !ok {
+			continue
+		}
+		out = append(out, m)
+		if m["status"] == "deployed" || m["status"] == "superseded" {
+			m["status"] = "superseded"
+			break
+		}
+	}
+	return out
+}
+
+// upsertHistory records a Kustomization reconcile as fluxcd/pkg apis/meta
+// History.Upsert does: the entry of the same digest and status is updated
+// and moved to the front, or a new one is put there; at most 5 are kept.
+func (ch *churner) upsertHistory(st map[string]any, digest, status, rev string, now time.Time) {
+	history, _ := st["history"].([]any)
+	for i, h := range history {
+		m, ok := h.(map[string]any)
+		if !ok || m["digest"] != digest || m["lastReconciledStatus"] != status {
+			continue
+		}
+		n, _ := m["totalReconciliations"].(int64)
+		m["totalReconciliations"], m["lastReconciled"] = n+1, ts(now)
+		m["metadata"] = map[string]any{"revision": rev}
+		st["history"] = append(append([]any{m}, history[:i]...), history[i+1:]...)
+		return
+	}
+	entry := map[string]any{
+		"digest":                 digest,
+		"firstReconciled":        ts(now),
+		"lastReconciled":         ts(now),
+		"lastReconciledDuration": ch.g.duration(300*time.Millisecond, 30*time.Second),
+		"lastReconciledStatus":   status,
+		"totalReconciliations":   int64(1),
+		"metadata":               map[string]any{"revision": rev},
+	}
+	st["history"] = append([]any{entry}, history[:min(len(history), 4)]...)
+}
+
+// failChange is a consumer's controller failing the new revision as it
+// records that: kustomize-controller applies the manifests but their
+// health check fails (a HealthCheckFailed history entry; the applied
+// revision stays the previous one), helm-controller's upgrade fails (a
+// failed release). A later tick rolls the release back, when the
+// HelmRelease remediates by rollback, or retries the change successfully.
+func (ch *churner) failChange(ctx context.Context, d *node, u *unstructured.Unstructured, ri dynamic.ResourceInterface, rev string, art map[string]any, now time.Time) error {
+	st := statusOf(u)
+	next := followUp{node: d, due: ch.tick + 2 + ch.r.IntN(3), kind: recover, rev: rev, art: art}
+	switch d.ref.kind {
+	case KindKustomization:
+		st["lastAttemptedRevision"] = rev
+		msg := fmt.Sprintf("health check failed after 5m0s: timeout waiting for: [Deployment/%s/%s status: 'InProgress']", u.GetNamespace(), u.GetName())
+		setCond(u, "Ready", "False", "HealthCheckFailed", msg, now)
+		if findCond(u, "Healthy") != nil {
+			setCond(u, "Healthy", "False", "HealthCheckFailed", msg, now)
+		}
+		ch.upsertHistory(st, "sha256:"+ch.g.hex(64), "HealthCheckFailed", rev, now)
+	case KindHelmRelease:
+		history, _ := st["history"].([]any)
+		if len(history) == 0 {
+			return errNotEligible
+		}
+		cur, ok := history[0].(map[string]any)
+		if !ok {
+			return errNotEligible
+		}
+		failed := make(map[string]any, len(cur))
+		for k, v := range cur {
+			failed[k] = v
+		}
+		version, _ := cur["version"].(int64)
+		chartVersion, _, _ := strings.Cut(rev, "@sha256:")
+		failed["version"], failed["status"], failed["action"], failed["chartVersion"] = version+1, "failed", "upgrade", chartVersion
+		failed["digest"], failed["firstDeployed"], failed["lastDeployed"] = "sha256:"+ch.g.hex(64), ts(now), ts(now)
+		delete(failed, "testHooks")
+		st["history"] = append([]any{failed}, history...)
+		st["lastAttemptedRevision"], st["lastAttemptedReleaseAction"] = chartVersion, "upgrade"
+		for _, k := range []string{"failures", "upgradeFailures"} {
+			n, _ := st[k].(int64)
+			st[k] = n + 1
+		}
+		msg := fmt.Sprintf("Helm upgrade failed for release %s/%s with chart %s@%s: context deadline exceeded", cur["namespace"], cur["name"], cur["chartName"], chartVersion)
+		setCond(u, "Ready", "False", "UpgradeFailed", msg, now)
+		setCond(u, "Released", "False", "UpgradeFailed", msg, now)
+		if strategy, _, _ := unstructured.NestedString(u.Object, "spec", "upgrade", "remediation", "strategy"); strategy == "rollback" {
+			next = followUp{node: d, due: ch.tick + 1, kind: rollBack}
+		}
+	}
+	if _, err := ri.UpdateStatus(ctx, u, metav1.UpdateOptions{}); err != nil {
+		return fmt.Errorf("update status of %s: %w", d.ref, err)
+	}
+	ch.followUps = append(ch.followUps, next)
+	ch.stats.FailedChanges++
+	ch.log.Info("churn", "action", "fail-change", "kind", d.ref.kind, "namespace", d.ref.ns, "name", d.ref.name, "revision", rev)
+	return nil
+}
+
+// rollBack is helm-controller's rollback remediation of the failed upgrade
+// at the front of the history, as it records it with Helm 4: a new release
+// of the previous deployed one's chart, deployed with action rollback; the
+// failed release stays failed; the restored release is superseded and
+// marked rollback too (HC internal/reconcile/rollback_remediation.go
+// observeRollback; helm.sh/helm/v4 pkg/action/rollback.go). Ready stays
+// False, with Remediated's reason.
+func (ch *churner) rollBack(ctx context.Context, d *node, now time.Time) error {
+	u, ri, err := ch.get(ctx, d.group, d.ref)
+	if err != nil {
+		return err
+	}
+	st := statusOf(u)
+	history, _ := st["history"].([]any)
+	if len(history) < 2 {
+		return errNotEligible
+	}
+	failed, _ := history[0].(map[string]any)
+	if failed == nil || failed["status"] != "failed" {
+		return errNotEligible // retried or changed meanwhile
+	}
+	var prev map[string]any
+	for _, h := range history[1:] {
+		if m, ok := h.(map[string]any); ok && (m["status"] == "deployed" || m["status"] == "superseded") {
+			prev = m
+			break
+		}
+	}
+	if prev == nil {
+		return errNotEligible
+	}
+	version, _ := failed["version"].(int64)
+	rb := make(map[string]any, len(prev))
+	for k, v := range prev {
+		rb[k] = v
+	}
+	rb["version"], rb["status"], rb["action"] = version+1, "deployed", "rollback"
+	rb["digest"], rb["firstDeployed"], rb["lastDeployed"] = "sha256:"+ch.g.hex(64), ts(now), ts(now)
+	prev["status"], prev["action"] = "superseded", "rollback"
+	var kept []any
+	for _, h := range history {
+		kept = append(kept, h)
+		if m, _ := h.(map[string]any); m != nil && m["version"] == prev["version"] {
+			break
+		}
+	}
+	st["history"] = append([]any{rb}, kept...)
+	msg := fmt.Sprintf("Helm rollback to previous release %s/%s.v%d with chart %s@%s succeeded", prev["namespace"], prev["name"], prev["version"], prev["chartName"], prev["chartVersion"])
+	setCond(u, "Remediated", "True", "RollbackSucceeded", msg, now)
+	setCond(u, "Ready", "False", "RollbackSucceeded", msg, now)
+	if _, err := ri.UpdateStatus(ctx, u, metav1.UpdateOptions{}); err != nil {
+		return fmt.Errorf("update status of %s: %w", d.ref, err)
+	}
+	ch.followUps = append(ch.followUps, followUp{node: d, due: ch.tick + 2 + ch.r.IntN(3), kind: recover})
+	ch.stats.Rollbacks++
+	ch.log.Info("churn", "action", "rollback", "kind", d.ref.kind, "namespace", d.ref.ns, "name", d.ref.name, "version", rb["version"])
+	return nil
+}
+
+// recoverChange is the next attempt at a failed change succeeding: the
+// manifests pass their health check (a ReconciliationSucceeded entry of
+// the same digest), or the upgrade is retried into a new deployed release.
+func (ch *churner) recoverChange(ctx context.Context, d *node, now time.Time) error {
+	u, ri, err := ch.get(ctx, d.group, d.ref)
+	if err != nil {
+		return err
+	}
+	if !hasStatusMap(u) || conditionStatus(u.Object, "Ready") != "False" {
+		return errNotEligible // flipped back meanwhile
+	}
+	reason, msg, ok := ch.recovered(u, now)
+	if !ok {
+		return errNotEligible
+	}
+	setCond(u, "Ready", "True", reason, msg, now)
+	if findCond(u, "Healthy") != nil {
+		setCond(u, "Healthy", "True", "Succeeded", "Health check passed in 3.2s", now)
+	}
+	if _, err := ri.UpdateStatus(ctx, u, metav1.UpdateOptions{}); err != nil {
+		return fmt.Errorf("update status of %s: %w", d.ref, err)
+	}
+	ch.stats.Recoveries++
+	ch.log.Info("churn", "action", "recover", "kind", d.ref.kind, "namespace", d.ref.ns, "name", d.ref.name)
+	return nil
 }
 
 // Readiness.
@@ -584,14 +832,30 @@ var failures = map[string]failure{
 
 // recovered returns a kind's Ready reason and message from what the status
 // says it last achieved, or false when there is nothing to be ready with.
-func recovered(u *unstructured.Unstructured) (string, string, bool) {
+// A Kustomization or HelmRelease whose last change failed records the
+// successful retry as its controller does: kustomize-controller a
+// ReconciliationSucceeded entry of the same digest, helm-controller a new
+// deployed release of the chart it attempted.
+func (ch *churner) recovered(u *unstructured.Unstructured, now time.Time) (string, string, bool) {
 	kind := u.GetKind()
 	switch kind {
 	case KindKustomization:
+		st := statusOf(u)
+		history, _ := st["history"].([]any)
+		if len(history) > 0 {
+			if h, ok := history[0].(map[string]any); ok && h["lastReconciledStatus"] != "ReconciliationSucceeded" {
+				md, _ := h["metadata"].(map[string]any)
+				rev, _ := md["revision"].(string)
+				digest, _ := h["digest"].(string)
+				ch.upsertHistory(st, digest, "ReconciliationSucceeded", rev, now)
+				st["lastAppliedRevision"], st["lastAttemptedRevision"] = rev, rev
+			}
+		}
 		rev := nested(u, "status", "lastAppliedRevision")
 		return "ReconciliationSucceeded", "Applied revision: " + rev, rev != ""
 	case KindHelmRelease:
-		history, _, _ := unstructured.NestedSlice(u.Object, "status", "history")
+		st := statusOf(u)
+		history, _ := st["history"].([]any)
 		if len(history) == 0 {
 			return "", "", false
 		}
@@ -599,13 +863,28 @@ func recovered(u *unstructured.Unstructured) (string, string, bool) {
 		if !ok {
 			return "", "", false
 		}
-		h["status"] = "deployed"
 		v, _ := h["version"].(int64)
+		if h["status"] != "deployed" || h["action"] == "rollback" {
+			// The retried upgrade: a new release of the attempted chart.
+			chart, _, _ := strings.Cut(nested(u, "status", "lastAttemptedRevision"), "+")
+			if chart == "" {
+				chart, _ = h["chartVersion"].(string)
+			}
+			next := make(map[string]any, len(h))
+			for k, val := range h {
+				next[k] = val
+			}
+			v++
+			next["version"], next["status"], next["action"], next["chartVersion"] = v, "deployed", "upgrade", chart
+			next["digest"], next["firstDeployed"], next["lastDeployed"] = "sha256:"+ch.g.hex(64), ts(now), ts(now)
+			st["history"] = supersede(next, history)
+			removeCond(u, "Remediated")
+			h = next
+		}
 		reason, verb := "UpgradeSucceeded", "upgrade"
 		if v == 1 {
 			reason, verb = "InstallSucceeded", "install"
 		}
-		_ = unstructured.SetNestedSlice(u.Object, history, "status", "history")
 		return reason, fmt.Sprintf("Helm %s succeeded for release %s/%s.v%d with chart %s@%s", verb, h["namespace"], h["name"], v, h["chartName"], h["chartVersion"]), true
 	case KindImageRepository:
 		n, ok, _ := unstructured.NestedInt64(u.Object, "status", "lastScanResult", "tagCount")
@@ -658,7 +937,7 @@ func (ch *churner) flip(ctx context.Context, n *node, now time.Time) error {
 		}
 		to = "False"
 	case ready == "False":
-		reason, msg, ok := recovered(u)
+		reason, msg, ok := ch.recovered(u, now)
 		if !ok {
 			return errNotEligible
 		}

@@ -2,7 +2,9 @@ package fleet
 
 import (
 	"context"
+	"fmt"
 	"io"
+	"math"
 	"log/slog"
 	"testing"
 	"time"
@@ -45,6 +47,7 @@ func TestChurnChangesTheServer(t *testing.T) {
 		"readiness flips": stats.ReadinessFlips, "generation bumps": stats.GenerationBumps,
 		"catch-ups": stats.CatchUps, "suspends": stats.Suspends, "resumes": stats.Resumes,
 		"deletes": stats.Deletes, "creates": stats.Creates,
+		"failed changes": stats.FailedChanges, "recoveries": stats.Recoveries,
 	} {
 		if n == 0 {
 			t.Errorf("churn made no %s (stats %+v)", name, stats)
@@ -52,6 +55,7 @@ func TestChurnChangesTheServer(t *testing.T) {
 	}
 
 	after := listFleet(t, ctx, s.RESTConfig())
+	checkHistories(t, after)
 	str := func(u *unstructured.Unstructured, path ...string) string {
 		v, _, _ := unstructured.NestedString(u.Object, path...)
 		return v
@@ -122,5 +126,52 @@ func TestChurnStopsOnCancel(t *testing.T) {
 	}
 	if _, err := Churn(t.Context(), s.RESTConfig(), f, ChurnOptions{}); err == nil {
 		t.Error("Churn without an interval succeeded")
+	}
+}
+
+// checkHistories holds every history churn wrote to what the controllers
+// write: a Kustomization's at most 5 entries, one per digest and status
+// (fluxcd/pkg apis/meta History.Upsert); a HelmRelease's releases newest
+// first, one deployed at most, none older than the previous deployed or
+// superseded release (helm-controller api/v2 Snapshots.Truncate).
+func checkHistories(t *testing.T, objs map[objRef]*unstructured.Unstructured) {
+	t.Helper()
+	for r, u := range objs {
+		history, _, _ := unstructured.NestedSlice(u.Object, "status", "history")
+		switch r.kind {
+		case KindKustomization:
+			if len(history) > 5 {
+				t.Errorf("%s: %d history entries, Flux keeps 5", r, len(history))
+			}
+			seen := map[string]bool{}
+			for _, h := range history {
+				m := h.(map[string]any)
+				key := fmt.Sprint(m["digest"], m["lastReconciledStatus"])
+				if seen[key] {
+					t.Errorf("%s: two history entries for %s", r, key)
+				}
+				seen[key] = true
+			}
+		case KindHelmRelease:
+			deployed := 0
+			last := int64(math.MaxInt64)
+			for i, h := range history {
+				m := h.(map[string]any)
+				v, _ := m["version"].(int64)
+				if v >= last {
+					t.Errorf("%s: release %d after %d; the history is newest first", r, v, last)
+				}
+				last = v
+				if m["status"] == "deployed" {
+					deployed++
+				}
+				if i > 0 && i < len(history)-1 && (m["status"] == "deployed" || m["status"] == "superseded") {
+					t.Errorf("%s: release %d (%s) is not the last kept, yet Truncate stops at it", r, v, m["status"])
+				}
+			}
+			if deployed > 1 {
+				t.Errorf("%s: %d deployed releases", r, deployed)
+			}
+		}
 	}
 }

@@ -590,7 +590,10 @@ func (g *gen) helmReleaseStatus(p *planned, c chart, chartSpec map[string]any, c
 		history = append(history,
 			snap(v, "deployed", "rollback", older, failedAt),
 			snap(v-1, "failed", "upgrade", version, failedAt.Add(-5*minute)),
-			snap(v-2, "superseded", action(v-2), older, deployedAt.Add(-48*hour)))
+			// helm-controller marks every release the rollback touches
+			// with action rollback, the restored one included (HC
+			// rollback_remediation.go observeRollback).
+			snap(v-2, "superseded", "rollback", older, deployedAt.Add(-48*hour)))
 		upgradeMsg := fmt.Sprintf("Helm upgrade failed for release %s/%s with chart %s@%s: %s", relNs, relName, c.name, version, failErr)
 		rollbackMsg := fmt.Sprintf("Helm rollback to previous release %s with chart %s@%s succeeded", full(v-2), c.name, older)
 		status["conditions"] = []any{
