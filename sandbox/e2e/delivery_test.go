@@ -3,6 +3,8 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"io"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +13,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/flux-exporter/flux_exporter/sandbox/apiserver"
+	"github.com/flux-exporter/flux_exporter/sandbox/fleet"
 )
 
 // The delivery families (docs/delivery.md) against a real API server: one
@@ -333,4 +336,66 @@ func with2(base, extra map[string]float64) map[string]float64 {
 		out[k] = v
 	}
 	return out
+}
+
+// deliveryTotals adds each delivery family up over the fleet: counters by
+// value, histograms by observation count.
+func deliveryTotals(s scrape) map[string]float64 {
+	out := map[string]float64{}
+	for _, name := range []string{"flux_delivery_changes_total", "flux_delivery_failed_changes_total", "flux_delivery_rollbacks_total",
+		"flux_delivery_lead_time_seconds", "flux_delivery_time_to_restore_seconds"} {
+		for _, m := range s.find(name, nil) {
+			switch {
+			case m.Counter != nil:
+				out[name] += m.GetCounter().GetValue()
+			case m.Histogram != nil:
+				out[name] += float64(m.GetHistogram().GetSampleCount())
+			}
+		}
+	}
+	return out
+}
+
+// TestChurnMovesTheDeliveryKeys: the sandbox's churn, which the demo runs,
+// makes every delivery key move: changes, failed changes, lead times and
+// restores, as the exporter reads them from what churn writes.
+func TestChurnMovesTheDeliveryKeys(t *testing.T) {
+	c := newCluster(t, apiserver.ModeCRD)
+	f, err := fleet.Generate(fleet.Options{Seed: 3, Objects: 150, Namespaces: 3, Now: time.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	if err := fleet.Apply(ctx, c.srv.RESTConfig(), f); err != nil {
+		t.Fatal(err)
+	}
+	e := startExporter(t, c.kubeconfig)
+	e.waitReady()
+	var before map[string]float64
+	eventually(t, 30*time.Second, func() error {
+		before = deliveryTotals(e.scrape())
+		if before["flux_delivery_changes_total"] == 0 {
+			return fmt.Errorf("no changes counted from the fleet's histories yet: %v", before)
+		}
+		return nil
+	})
+	stats, err := fleet.Churn(ctx, c.srv.RESTConfig(), f, fleet.ChurnOptions{
+		Interval: 50 * time.Millisecond, Seed: 11, ChangesPerTick: 3, Ticks: 60, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("churn: %+v", stats)
+	eventually(t, 30*time.Second, func() error {
+		after := deliveryTotals(e.scrape())
+		for _, name := range []string{"flux_delivery_changes_total", "flux_delivery_failed_changes_total",
+			"flux_delivery_lead_time_seconds", "flux_delivery_time_to_restore_seconds"} {
+			if after[name] <= before[name] {
+				return fmt.Errorf("%s did not move: %v before churn, %v after (churn %+v)", name, before[name], after[name], stats)
+			}
+		}
+		t.Logf("before churn %v, after %v", before, after)
+		return nil
+	})
 }
