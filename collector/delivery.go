@@ -46,10 +46,10 @@ var (
 		"failed_version", "failed_chart_version", "rollback_version", "restored_chart_version")
 	deliveryLeadTimeFamily = perObjectHistogram("delivery_lead_time_seconds",
 		"Time from a source's new artifact (status.artifact.lastUpdateTime of the sourceRef, or of the HelmRelease's chart) to the first successful reconcile of that revision by this object (status.history firstReconciled of a ReconciliationSucceeded entry whose metadata.revision is the artifact's, or the release's firstDeployed), in seconds; observed once per object and revision. Flux records no commit time, so it starts at the fetch.",
-		300, 900, 3600, 86400, 604800, 2592000)
+		60, 300, 900, 3600, 86400, 604800, 2592000)
 	deliveryTimeToRestoreFamily = perObjectHistogram("delivery_time_to_restore_seconds",
 		"Time from the Ready condition going False to it going True again, or to a successful Helm rollback (Remediated True RollbackSucceeded), by the conditions' lastTransitionTime, in seconds. An object that is not Ready when the exporter starts counts from its Ready lastTransitionTime.",
-		300, 900, 3600, 86400, 604800)
+		60, 300, 900, 3600, 86400, 604800)
 )
 
 // Flux's words the tracker reads.

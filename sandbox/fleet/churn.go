@@ -461,7 +461,9 @@ func (ch *churner) bump(ctx context.Context, n *node, now time.Time) error {
 		if d.consumes != n.ref {
 			continue
 		}
-		ch.followUps = append(ch.followUps, followUp{node: d, due: ch.tick + 1 + ch.r.IntN(2), kind: applyRevision, rev: rev, art: art})
+		// Controllers pick a new artifact up within their interval: a
+		// spread of ticks, so lead times differ.
+		ch.followUps = append(ch.followUps, followUp{node: d, due: ch.tick + 1 + ch.r.IntN(10), kind: applyRevision, rev: rev, art: art})
 	}
 	return nil
 }
@@ -641,7 +643,8 @@ func (ch *churner) upsertHistory(st map[string]any, digest, status, rev string, 
 // HelmRelease remediates by rollback, or retries the change successfully.
 func (ch *churner) failChange(ctx context.Context, d *node, u *unstructured.Unstructured, ri dynamic.ResourceInterface, rev string, art map[string]any, now time.Time) error {
 	st := statusOf(u)
-	next := followUp{node: d, due: ch.tick + 2 + ch.r.IntN(3), kind: recover, rev: rev, art: art}
+	// Someone fixes it, some ticks later: restore times differ too.
+	next := followUp{node: d, due: ch.tick + 2 + ch.r.IntN(20), kind: recover, rev: rev, art: art}
 	switch d.ref.kind {
 	case KindKustomization:
 		st["lastAttemptedRevision"] = rev
@@ -744,7 +747,7 @@ func (ch *churner) rollBack(ctx context.Context, d *node, now time.Time) error {
 	if _, err := ri.UpdateStatus(ctx, u, metav1.UpdateOptions{}); err != nil {
 		return fmt.Errorf("update status of %s: %w", d.ref, err)
 	}
-	ch.followUps = append(ch.followUps, followUp{node: d, due: ch.tick + 2 + ch.r.IntN(3), kind: recover})
+	ch.followUps = append(ch.followUps, followUp{node: d, due: ch.tick + 2 + ch.r.IntN(20), kind: recover})
 	ch.stats.Rollbacks++
 	ch.log.Info("churn", "action", "rollback", "kind", d.ref.kind, "namespace", d.ref.ns, "name", d.ref.name, "version", rb["version"])
 	return nil
