@@ -35,7 +35,7 @@ import (
 
 var (
 	deliveryChangesFamily = perObjectCounter("delivery_changes_total",
-		"Changes Flux applied to the object: each new digest of the built manifests in a Kustomization's status.history, each new Helm release version in a HelmRelease's status.history (rollbacks included). result is failed when the history entry that recorded the change has another lastReconciledStatus than ReconciliationSucceeded, or the release's status is failed; else succeeded. On start it counts what status.history still holds (Kustomization at most 5 entries, HelmRelease back to the previous deployed release), then only newer entries.",
+		"Changes Flux applied to the object: each new digest of the built manifests in a Kustomization's status.history, each new Helm release version in a HelmRelease's status.history (rollbacks included). result is failed when the history entry that recorded the change has another lastReconciledStatus than ReconciliationSucceeded, or the release's status is failed (or uninstalled, by install remediation); else succeeded. On start it counts what status.history still holds (Kustomization at most 5 entries, HelmRelease back to the previous deployed release), then only newer entries.",
 		"result")
 	deliveryFailedChangesFamily = perObjectCounter("delivery_failed_changes_total",
 		"Changes that failed: Flux recorded them failing (a failed history entry or release), a Helm rollback superseded them, or the object went Ready=False because of them (Ready's reason is not DependencyNotReady, ArtifactFailed, SourceNotReady or a remediation, and status.lastAttemptedRevision is the change's revision) before the next change. Each change counts once.")
@@ -237,7 +237,7 @@ func (t *deliveryTracker) observe(kind string, rec *Record, r *reader, conds []c
 		e.helmRelease(readHelmReleaseHistory(r))
 	}
 	e.readiness(ready, attempted, kind == "HelmRelease")
-	if e.pending != nil && !t.settleLead(e) {
+	if e.pending != nil && e.source != (objectKey{}) && !t.settleLead(e) {
 		if t.waiting[e.source] == nil {
 			t.waiting[e.source] = map[*deliveryEntry]bool{}
 		}
@@ -341,6 +341,11 @@ func (e *deliveryEntry) kustomization(h []ksSnapshot) {
 		}
 	}
 	e.current = newest.digest
+	// A revert can re-apply known manifests from a new revision: the entry
+	// keeps its digest and takes the revision (History.Upsert).
+	if c := e.known[newest.digest]; c != nil {
+		c.revision = newest.revision
+	}
 	// A digest that has left the history is forgotten: should the same
 	// manifests come back, Flux records them as a new entry, a new change.
 	for d := range e.known {
@@ -369,7 +374,7 @@ func (e *deliveryEntry) helmRelease(h []hrSnapshot) {
 		id := strconv.FormatFloat(s.version, 'f', -1, 64)
 		c := &change{revision: s.chartVersion}
 		e.known[id] = c
-		if s.status == releaseFailed {
+		if releaseFailedStatus(s) {
 			e.failed++
 			e.markFailed(c)
 		} else {
@@ -395,6 +400,15 @@ func (e *deliveryEntry) helmRelease(h []hrSnapshot) {
 			delete(e.known, id)
 		}
 	}
+}
+
+// releaseFailedStatus tells whether a release recorded a failed change:
+// Helm's status failed, or a release helm-controller uninstalled to
+// remediate a failed install (it updates the failed snapshot to
+// uninstalled, action uninstall-remediation), so that a restarted exporter
+// reading the uninstalled release agrees with one that saw it fail.
+func releaseFailedStatus(s hrSnapshot) bool {
+	return s.status == releaseFailed || s.action == "uninstall-remediation" || s.status == "uninstalled" || s.status == "uninstalling"
 }
 
 func (e *deliveryEntry) markFailed(c *change) {

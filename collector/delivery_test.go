@@ -437,3 +437,21 @@ func TestDeliverySweep(t *testing.T) {
 		t.Fatalf("a deleted object is still tracked")
 	}
 }
+
+// TestDeliveryUninstallRemediation: helm-controller remediates a failed
+// install by uninstalling it and updates the release to uninstalled; a
+// restarted exporter that reads only that must still count a failed change.
+func TestDeliveryUninstallRemediation(t *testing.T) {
+	for name, snap := range map[string]string{
+		"seen failing":          hrSnap(1, "failed", "install", "1.0.0", time.Minute),
+		"seen after the remedy": hrSnap(1, "uninstalled", "uninstall-remediation", "1.0.0", time.Minute),
+	} {
+		tr := newDeliveryTracker()
+		rec := decodeInto(t, tr, helmRelease("1.0.0", conds([4]string{"Ready", "False", "InstallFailed", at(time.Minute)}), snap))
+		expectSamples(t, name, deliverySamples(t, rec), map[string]float64{
+			`flux_delivery_changes_total{result="failed"}`:    1,
+			`flux_delivery_changes_total{result="succeeded"}`: 0,
+			`flux_delivery_failed_changes_total`:              1,
+		})
+	}
+}
