@@ -4,8 +4,8 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"math"
 	"log/slog"
+	"math"
 	"testing"
 	"time"
 
