@@ -23,7 +23,8 @@ import (
 //     Ready=False because of it before the next change;
 //   - lead time runs from the source artifact's lastUpdateTime to the first
 //     successful reconcile of that revision (history firstReconciled, or the
-//     release's firstDeployed), once per object and revision;
+//     release's lastDeployed: Helm gives every version the firstDeployed of
+//     the release's first install), once per object and revision;
 //   - time to restore runs from Ready going False to Ready going True again,
 //     or to a successful rollback, by the conditions' lastTransitionTime.
 //
@@ -45,7 +46,7 @@ var (
 		"The newest Helm rollback of a HelmRelease the exporter has seen: failed_version and failed_chart_version are the release it rolled back (the version below the rollback in status.history), rollback_version the release the rollback created and restored_chart_version its chart version, that of the release restored. Value is always 1.",
 		"failed_version", "failed_chart_version", "rollback_version", "restored_chart_version")
 	deliveryLeadTimeFamily = perObjectHistogram("delivery_lead_time_seconds",
-		"Time from a source's new artifact (status.artifact.lastUpdateTime of the sourceRef, or of the HelmRelease's chart) to the first successful reconcile of that revision by this object (status.history firstReconciled of a ReconciliationSucceeded entry whose metadata.revision is the artifact's, or the release's firstDeployed), in seconds; observed once per object and revision. Flux records no commit time, so it starts at the fetch.",
+		"Time from a source's new artifact (status.artifact.lastUpdateTime of the sourceRef, or of the HelmRelease's chart) to the first successful reconcile of that revision by this object (status.history firstReconciled of a ReconciliationSucceeded entry whose metadata.revision is the artifact's, or the release's lastDeployed, when Helm deployed that version), in seconds; observed once per object and revision. Flux records no commit time, so it starts at the fetch.",
 		60, 300, 900, 3600, 86400, 604800, 2592000)
 	deliveryTimeToRestoreFamily = perObjectHistogram("delivery_time_to_restore_seconds",
 		"Time from the Ready condition going False to it going True again, or to a successful Helm rollback (Remediated True RollbackSucceeded), by the conditions' lastTransitionTime, in seconds. An object that is not Ready when the exporter starts counts from its Ready lastTransitionTime.",
@@ -137,7 +138,7 @@ type change struct {
 // pendingLead is a successful revision whose lead time is not yet known.
 type pendingLead struct {
 	revision string
-	at       float64 // firstReconciled or firstDeployed
+	at       float64 // firstReconciled, or a release's lastDeployed
 }
 
 // histogram counts observations per bucket (not cumulative).
@@ -177,7 +178,7 @@ type ksSnapshot struct {
 type hrSnapshot struct {
 	version                                 float64
 	status, action, chartVersion, ociDigest string
-	first                                   float64
+	deployed                                float64
 }
 
 // readyState is what it reads of the conditions.
@@ -379,7 +380,7 @@ func (e *deliveryEntry) helmRelease(h []hrSnapshot) {
 			e.markFailed(c)
 		} else {
 			e.succeeded++
-			e.wantLead(s.chartVersion, s.first)
+			e.wantLead(s.chartVersion, s.deployed)
 		}
 		// helm-controller marks the release a rollback restored with action
 		// rollback too, but only the release the rollback made is deployed.
@@ -590,7 +591,11 @@ func readHelmReleaseHistory(r *reader) []hrSnapshot {
 		if s.version, ok = r.num(at("version")...); !ok {
 			continue
 		}
-		s.first, _ = r.timestamp(at("firstDeployed")...)
+		// Helm copies the release's first install time into every
+		// version's firstDeployed (helm.sh/helm/v4 pkg/action upgrade.go,
+		// rollback.go); lastDeployed is when this version was deployed,
+		// and is not changed when it is superseded.
+		s.deployed, _ = r.timestamp(at("lastDeployed")...)
 		out = append(out, s)
 	}
 	return out

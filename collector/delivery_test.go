@@ -262,11 +262,13 @@ status:
 `, version, at(updated))
 }
 
-// hrSnap is a status.history snapshot as helm-controller writes it.
+// hrSnap is a status.history snapshot as helm-controller writes it:
+// every version has the first install's firstDeployed (2 minutes in, as
+// Helm copies it), and lastDeployed when it was deployed.
 func hrSnap(version int, status, action, chart string, deployed time.Duration) string {
 	return fmt.Sprintf(`
   - {name: web, namespace: team-a, version: %d, status: %s, action: %s, chartName: web, chartVersion: %q, firstDeployed: %q, lastDeployed: %q}`,
-		version, status, action, chart, at(deployed), at(deployed))
+		version, status, action, chart, at(2*time.Minute), at(deployed))
 }
 
 func helmRelease(attempted string, conds string, history ...string) string {

@@ -92,11 +92,13 @@ conditions:
 	return s
 }
 
-// hrHist is a HelmRelease history snapshot as helm-controller records it.
+// hrHist is a HelmRelease history snapshot as helm-controller records it:
+// Helm copies the first install's firstDeployed (2 minutes in) into every
+// version; lastDeployed is when the version was deployed.
 func hrHist(version int, status, action, chart string, deployed time.Duration) string {
 	return fmt.Sprintf(`
 - {name: web, namespace: shop, version: %d, status: %s, action: %q, chartName: web, chartVersion: %q, appVersion: %q, configDigest: "sha256:c0", digest: "sha256:d%d", firstDeployed: %q, lastDeployed: %q}`,
-		version, status, action, chart, chart, version, dAt(deployed), dAt(deployed))
+		version, status, action, chart, chart, version, dAt(2*time.Minute), dAt(deployed))
 }
 
 func deliveryHelmRelease(attempted string, conds []string, history ...string) string {
@@ -293,7 +295,8 @@ status:`+indent(deliveryHelmRelease("1.0.0", []string{"Ready Unknown Progressing
 	expectAgreement(t, first, second, "rollback", "HelmRelease", "web")
 
 	// Step 5: recovery, a fixed change. Commit D (new manifests) applied
-	// 4 min after its artifact; chart 2.0.1 released 6 min after its.
+	// 4 min after its artifact; chart 2.0.1 released 6 min after its (by
+	// lastDeployed: firstDeployed is still the first install's).
 	c.setStatus(t, "GitRepository", "shop", "app", deliveryGitRepo(dRevD, 2*time.Hour))
 	c.setStatus(t, "Kustomization", "shop", "app", deliveryKustomization(dRevD, dRevD, "True", "ReconciliationSucceeded", time.Hour+30*time.Minute,
 		ksHist("sha256:d3", "ReconciliationSucceeded", dRevD, 2*time.Hour+4*time.Minute, 2*time.Hour+4*time.Minute),

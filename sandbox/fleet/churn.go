@@ -574,7 +574,8 @@ func (ch *churner) upgrade(u *unstructured.Unstructured, st map[string]any, rev 
 	next["status"] = "deployed"
 	next["action"] = "upgrade"
 	next["digest"] = "sha256:" + ch.g.hex(64)
-	next["firstDeployed"], next["lastDeployed"] = ts(now), ts(now)
+	// Helm keeps the release's first install time in firstDeployed.
+	next["lastDeployed"] = ts(now)
 	delete(next, "testHooks")
 	st["history"] = supersede(next, history)
 	delete(st, "failures")
@@ -670,7 +671,7 @@ func (ch *churner) failChange(ctx context.Context, d *node, u *unstructured.Unst
 		version, _ := cur["version"].(int64)
 		chartVersion, _, _ := strings.Cut(rev, "@sha256:")
 		failed["version"], failed["status"], failed["action"], failed["chartVersion"] = version+1, "failed", "upgrade", chartVersion
-		failed["digest"], failed["firstDeployed"], failed["lastDeployed"] = "sha256:"+ch.g.hex(64), ts(now), ts(now)
+		failed["digest"], failed["lastDeployed"] = "sha256:"+ch.g.hex(64), ts(now)
 		delete(failed, "testHooks")
 		st["history"] = append([]any{failed}, history...)
 		st["lastAttemptedRevision"], st["lastAttemptedReleaseAction"] = chartVersion, "upgrade"
@@ -731,7 +732,7 @@ func (ch *churner) rollBack(ctx context.Context, d *node, now time.Time) error {
 		rb[k] = v
 	}
 	rb["version"], rb["status"], rb["action"] = version+1, "deployed", "rollback"
-	rb["digest"], rb["firstDeployed"], rb["lastDeployed"] = "sha256:"+ch.g.hex(64), ts(now), ts(now)
+	rb["digest"], rb["lastDeployed"] = "sha256:"+ch.g.hex(64), ts(now)
 	prev["status"], prev["action"] = "superseded", "rollback"
 	var kept []any
 	for _, h := range history {
@@ -879,7 +880,7 @@ func (ch *churner) recovered(u *unstructured.Unstructured, now time.Time) (strin
 			}
 			v++
 			next["version"], next["status"], next["action"], next["chartVersion"] = v, "deployed", "upgrade", chart
-			next["digest"], next["firstDeployed"], next["lastDeployed"] = "sha256:"+ch.g.hex(64), ts(now), ts(now)
+			next["digest"], next["lastDeployed"] = "sha256:"+ch.g.hex(64), ts(now)
 			st["history"] = supersede(next, history)
 			removeCond(u, "Remediated")
 			h = next
