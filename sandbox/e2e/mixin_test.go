@@ -612,8 +612,34 @@ status:
 		st["history"] = append([]any{historyEntry("ReconciliationSucceeded", now, now)}, history[:min(len(history), 4)]...)
 	})
 	ch.revisedAt = time.Now()
-	// Both belong to a team, for the Delivery dashboard's per-team table.
-	for _, id := range []objID{p.kustomization, p.release} {
+	team := []objID{p.kustomization, p.release}
+	// Lead time joins an object with its source on one replica. Sharded,
+	// the picked Kustomization's source may be on another one; then a
+	// Kustomization whose source shares its shard applies a new commit too,
+	// 2 minutes after the fetch.
+	if main.of(p.kustomization) != main.of(p.source) {
+		ks, src := sameShardSource(t, c, main, p)
+		t.Logf("%v is exported by another replica than its source; %v applies a new commit of %v for the lead time", p.kustomization, ks, src)
+		rev := "main@sha1:" + randomHex(40)
+		editStatus(t, c, src, func(st map[string]any) {
+			art, _ := st["artifact"].(map[string]any)
+			art["revision"], art["digest"], art["lastUpdateTime"] = rev, "sha256:"+randomHex(64), now.Add(-2*time.Minute).Format(time.RFC3339)
+		})
+		editStatus(t, c, ks, func(st map[string]any) {
+			st["lastAppliedRevision"], st["lastAttemptedRevision"] = rev, rev
+			setReady(st, "True", "ReconciliationSucceeded", "Applied revision: "+rev, now)
+			history, _ := st["history"].([]any)
+			entry := map[string]any{
+				"digest": "sha256:" + randomHex(64), "firstReconciled": now.Format(time.RFC3339), "lastReconciled": now.Format(time.RFC3339),
+				"lastReconciledDuration": "1.2s", "lastReconciledStatus": "ReconciliationSucceeded", "totalReconciliations": int64(1),
+				"metadata": map[string]any{"revision": rev},
+			}
+			st["history"] = append([]any{entry}, history[:min(len(history), 4)]...)
+		})
+		team = append(team, ks)
+	}
+	// They belong to a team, for the Delivery dashboard's per-team table.
+	for _, id := range team {
 		patch := []byte(`{"metadata":{"labels":{"team":"` + mixinTeam + `"}}}`)
 		if _, err := c.dyn.Resource(gvrs[id.kind]).Namespace(id.namespace).Patch(t.Context(), id.name, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
 			t.Fatalf("label %v: %v", id, err)
@@ -648,6 +674,38 @@ status:
 		t.Fatalf("badly signed event answered %d, want 401", code)
 	}
 	return ch
+}
+
+// sameShardSource finds a ready Kustomization, not the picked one, whose
+// ready GitRepository with an artifact is exported by the same replica and
+// is not the picked source.
+func sameShardSource(t *testing.T, c *cluster, main *mainShards, p mixinPicks) (ks, src objID) {
+	t.Helper()
+	listed := listFluxObjects(t, c)
+	repos := map[objID]*unstructured.Unstructured{}
+	for i := range listed["GitRepository"] {
+		u := &listed["GitRepository"][i]
+		repos[idOf(u)] = u
+	}
+	for i := range listed["Kustomization"] {
+		u := &listed["Kustomization"][i]
+		kind, _, _ := unstructured.NestedString(u.Object, "spec", "sourceRef", "kind")
+		name, _, _ := unstructured.NestedString(u.Object, "spec", "sourceRef", "name")
+		s := objID{"GitRepository", u.GetNamespace(), name}
+		repo := repos[s]
+		if idOf(u) == p.kustomization || kind != "GitRepository" || repo == nil || s == p.source ||
+			isSuspended(u) || isSuspended(repo) || conditionOf(u, "Ready").status != "True" || conditionOf(repo, "Ready").status != "True" {
+			continue
+		}
+		if _, ok, _ := unstructured.NestedMap(repo.Object, "status", "artifact"); !ok {
+			continue
+		}
+		if main.of(idOf(u)) == main.of(s) {
+			return idOf(u), s
+		}
+	}
+	t.Fatalf("fleet %+v has no ready Kustomization on the replica of its ready GitRepository", mixinFleet)
+	return objID{}, objID{}
 }
 
 // mixinTeam is the team label makeChanges gives the objects it changes.
