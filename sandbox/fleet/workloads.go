@@ -207,6 +207,13 @@ func (g *gen) kustomizationStatus(p *planned, src *source, app, path, variant st
 			setApplied(old)
 			status["lastAttemptedRevision"] = rev
 			addHistory(rev, variant, failedAt)
+			if variant == "BuildFailed" {
+				// kustomize-controller records a history entry only after
+				// a successful build (KC KustomizationReconciler.reconcile,
+				// docs/flux-semantics.md rule 8). The entry is still drawn,
+				// so that each seed keeps giving the same fleet.
+				history = history[:len(history)-1]
+			}
 			addHistory(old, "ReconciliationSucceeded", failedAt.Add(-time.Duration(1+g.intn(48))*hour))
 		case "HealthCheckFailed":
 			setApplied(rev)
@@ -467,7 +474,9 @@ func (g *gen) helmReleaseStatus(p *planned, c chart, chartSpec map[string]any, c
 			"appVersion":    c.appVersion,
 			"configDigest":  configDigest,
 			"digest":        "sha256:" + g.hex(64),
-			"firstDeployed": ts(at.Add(-time.Duration(v) * 24 * hour)),
+			// Helm copies the first install's time into every version
+			// (helm.sh/helm/v4 pkg/action upgrade.go, rollback.go).
+			"firstDeployed": ts(deployedAt.Add(-90 * 24 * hour)),
 			"lastDeployed":  ts(at),
 		}
 		if ociChart && chartArt != nil {
