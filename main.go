@@ -5,9 +5,12 @@ package main
 import (
 	"context"
 	"fmt"
+	"log/slog"
+	"maps"
 	"net/http"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -222,6 +225,9 @@ func run(args []string) int {
 		return 1
 	}
 	go watcher.Run(ctx)
+	go warnUnknownResources(ctx, logger, watcher, map[string]*collector.MetadataAllowlist{
+		"--metric-labels-allowlist": labelsAllow, "--metric-annotations-allowlist": annotsAllow,
+	})
 	if podSharding != nil {
 		err := podSharding.Watch(ctx, sharding, func(s kube.Sharding) {
 			if err := watcher.Reshard(ctx, s); err != nil {
@@ -395,4 +401,36 @@ func splitList(s string) []string {
 		}
 	}
 	return out
+}
+
+// warnUnknownResources logs, once the caches have synced, each resource an
+// allowlist names that no watched Flux kind has: a typo (kustomisations)
+// would otherwise export nothing, silently. It gives up after 10 minutes
+// without a sync; kinds installed later are not checked again.
+func warnUnknownResources(ctx context.Context, logger *slog.Logger, w *kube.Watcher, lists map[string]*collector.MetadataAllowlist) {
+	if lists["--metric-labels-allowlist"] == nil && lists["--metric-annotations-allowlist"] == nil {
+		return
+	}
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for range 600 {
+		if ok, _ := w.Ready(); ok {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+	var watched []string
+	for _, ks := range w.State() {
+		watched = append(watched, ks.Kind.Resource)
+	}
+	for _, flag := range slices.Sorted(maps.Keys(lists)) {
+		for _, r := range lists[flag].Unknown(watched) {
+			logger.Warn("An allowlist names a resource no watched Flux kind has; it selects nothing",
+				"flag", flag, "resource", r, "fix", "name a Flux kind's lower-case plural as `kubectl api-resources` lists it, e.g. kustomizations")
+		}
+	}
 }

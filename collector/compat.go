@@ -124,7 +124,10 @@ func (w *recordWriter) addGotkResourceInfo(k kube.Kind, conds []condition) {
 	if !spec.noReady {
 		for _, c := range conds {
 			if c.typ == "Ready" {
+				// The first, as kube-state-metrics' path lookup takes it;
+				// a second would repeat the label.
 				pairs = append(pairs, labelPair{"ready", c.status})
+				break
 			}
 		}
 	}

@@ -14,17 +14,17 @@ import (
 // The dependency graph across all records: which referenced objects are
 // missing, how many objects depend on each one, and what blocks each object
 // that is not ready. It is computed from one snapshot of the caches and
-// rendered into records of its own, which scrapes reuse until the caches
-// change (graphCache). docs/flux-semantics.md, rule 10, gives the rules.
+// rendered into records of its own, which scrapes reuse until something the
+// graph reads changes (graphCache). docs/flux-semantics.md, rule 10, gives the rules.
 
 var (
 	dependencyMissingFamily = perObject("resource_dependency_missing",
 		"A reference of this Flux object (flux_resource_dependency_info) to an object that does not exist: the kind's cache is synced, the namespace is watched, and the object is not in it. Flux reports this only as an endless DependencyNotReady or ArtifactFailed. A kind or namespace the exporter does not watch is never judged. Only when sharding is off. Value is always 1.",
 		"dependency_kind", "dependency_name", "dependency_namespace")
 	dependentsFamily = perObject("resource_dependents",
-		"How many Flux objects depend on this one, directly or through others, by references that block (every relation but event_source and resource): the objects that cannot become Ready while this one is not. Only when sharding is off.")
+		"How many Flux objects depend on this one, directly or through others, by references that can block them (every relation but event_source and resource): the blast radius of its failure. Only when sharding is off.")
 	rootCauseFamily = perObject("resource_root_cause_info",
-		"For a Flux object that is not Ready and is blocked by a referenced object that is not Ready either (or is missing), the most upstream such object: follow blocking references through objects whose ready label is not True, to one whose own references are all Ready, or to a missing object. One series per root; in a cycle with nothing failing upstream, the other members of the cycle are the roots. Only when sharding is off. Value is always 1.",
+		"For a Flux object that is not Ready and is blocked by a referenced object (one that is missing, or not Ready and, for a source, without an artifact), the most upstream such object: follow the references that block to an object none of whose references block, or to a missing object (docs/flux-semantics.md, rule 10). One series per root; in a cycle with nothing failing upstream, the other members of the cycle are the roots. Only when sharding is off. Value is always 1.",
 		"root_kind", "root_name", "root_namespace")
 )
 
@@ -47,11 +47,19 @@ type lookupFunc func(kind, namespace, name string) (exists, watched bool)
 type graph struct {
 	nodes   []graphNode
 	missing []objectKey
-	// blocks are each node's blocking references, as vertices.
-	blocks [][]int32
+	// blocks are each node's blocking references.
+	blocks [][]blockEdge
 	// missingOf are each node's references to missing objects, by any
 	// relation, as indexes into missing.
 	missingOf [][]int32
+}
+
+// blockEdge is a blocking reference to vertex to; artifact says the
+// referring controller needs only the referenced source's artifact, not its
+// Ready (relations' artifact).
+type blockEdge struct {
+	to       int32
+	artifact bool
 }
 
 type graphNode struct {
@@ -85,7 +93,7 @@ func newGraph(states []kube.KindState, lookup lookupFunc) *graph {
 			g.nodes = append(g.nodes, graphNode{key: key, rec: rec})
 		}
 	}
-	g.blocks = make([][]int32, len(g.nodes))
+	g.blocks = make([][]blockEdge, len(g.nodes))
 	g.missingOf = make([][]int32, len(g.nodes))
 	missingIndex := map[objectKey]int32{}
 	for i, nd := range g.nodes {
@@ -105,8 +113,10 @@ func newGraph(states []kube.KindState, lookup lookupFunc) *graph {
 				g.missingOf[i] = appendUnique(g.missingOf[i], m)
 				v = int32(len(g.nodes)) + m
 			}
-			if relations[r.relation].blocks {
-				g.blocks[i] = appendUnique(g.blocks[i], v)
+			if rel := relations[r.relation]; rel.blocks {
+				if e := (blockEdge{v, rel.artifact}); !slices.Contains(g.blocks[i], e) {
+					g.blocks[i] = append(g.blocks[i], e)
+				}
 			}
 		}
 	}
@@ -135,8 +145,8 @@ func (g *graph) dependents() []int32 {
 	n := len(g.nodes)
 	up := make([][]int32, n)
 	for i, bs := range g.blocks {
-		for _, v := range bs {
-			if int(v) < n && int(v) != i {
+		for _, e := range bs {
+			if v := e.to; int(v) < n && int(v) != i {
 				up[v] = append(up[v], int32(i))
 			}
 		}
@@ -170,8 +180,12 @@ func (g *graph) dependents() []int32 {
 
 // rootCauses returns, for each node that is not Ready and blocked by a
 // vertex that is not Ready or missing, the most upstream such vertices,
-// sorted. Among the vertices that are not Ready (missing ones included) and
-// their blocking references, the strongly connected components are found
+// sorted. A reference blocks when its object is missing, or is not Ready
+// and, for a reference to a source (relations' artifact), has no artifact
+// either: kustomize-controller and helm-controller go on with a source's
+// last artifact while the source fails (docs/flux-semantics.md, rule 10).
+// Among the vertices that are not Ready (missing ones included) and the
+// references that block, the strongly connected components are found
 // with Tarjan's algorithm, which emits a component only after every
 // component it reaches: the roots of a component are those of the
 // components it reaches, or its own members when it reaches none.
@@ -179,7 +193,10 @@ func (g *graph) rootCauses() [][]int32 {
 	n := len(g.nodes)
 	total := n + len(g.missing)
 	bad := func(v int32) bool { return int(v) >= n || !g.nodes[v].rec.ready }
-	next := func(v int32) []int32 {
+	blocking := func(e blockEdge) bool {
+		return bad(e.to) && (!e.artifact || int(e.to) >= n || !g.nodes[e.to].rec.hasArtifact)
+	}
+	next := func(v int32) []blockEdge {
 		if int(v) >= n {
 			return nil // a missing object references nothing
 		}
@@ -205,11 +222,11 @@ func (g *graph) rootCauses() [][]int32 {
 		counter++
 		stack = append(stack, v)
 		onStack[v] = true
-		for _, w := range next(v) {
-			if !bad(w) {
+		for _, e := range next(v) {
+			if !blocking(e) {
 				continue
 			}
-			switch {
+			switch w := e.to; {
 			case order[w] == unvisited:
 				visit(w)
 				low[v] = min(low[v], low[w])
@@ -235,8 +252,8 @@ func (g *graph) rootCauses() [][]int32 {
 		var roots []int32
 		upstream := false
 		for _, u := range members {
-			for _, w := range next(u) {
-				if bad(w) && comp[w] != c {
+			for _, e := range next(u) {
+				if w := e.to; blocking(e) && comp[w] != c {
 					upstream = true
 					roots = unionSorted(roots, compRoots[comp[w]])
 				}
@@ -268,7 +285,7 @@ func (g *graph) rootCauses() [][]int32 {
 		case len(members) > 1:
 			// A cycle that nothing upstream fails: the others in it block i.
 			out[i] = slices.DeleteFunc(slices.Clone(compRoots[c]), func(v int32) bool { return v == i })
-		case slices.Contains(g.blocks[i], i):
+		case slices.ContainsFunc(g.blocks[i], func(e blockEdge) bool { return e.to == i && blocking(e) }):
 			out[i] = []int32{i} // i depends on itself
 		}
 	}
@@ -348,20 +365,20 @@ type graphCache struct {
 	computed int
 }
 
-// graphKey names a state of the caches: the watcher's change counter and
-// which kinds are watched and synced. The counter moves on every object
-// event; a kind that syncs or goes away changes the rest.
+// graphKey names what a graph is computed from: the digests of the
+// snapshot's records (order-independent, so that cache order does not
+// matter) and which kinds are watched and synced. Status updates that
+// change nothing the graph reads (most of them: a reconcile's timestamps,
+// revisions, conditions other than Ready) leave it unchanged.
 type graphKey struct {
-	version uint64
-	kinds   string
+	sum, mixed uint64
+	count      int
+	kinds      string
 }
 
-// keyOf is the state a scrape read; ok is false when the source of the
-// caches keeps no change counter, and nothing can be reused.
-func keyOf(sc *scrapeState) (graphKey, bool) {
-	if !sc.versioned {
-		return graphKey{}, false
-	}
+// keyOf is the key of the snapshot a scrape read.
+func keyOf(sc *scrapeState) graphKey {
+	var k graphKey
 	var b strings.Builder
 	for _, ks := range sc.states {
 		b.WriteString(ks.Kind.Group)
@@ -370,8 +387,17 @@ func keyOf(sc *scrapeState) (graphKey, bool) {
 		b.WriteByte('=')
 		b.WriteString(strconv.FormatBool(ks.Synced))
 		b.WriteByte(';')
+		for _, o := range ks.Records {
+			if rec, ok := o.(*Record); ok {
+				d := rec.graphDigest
+				k.sum += d
+				k.mixed ^= d * 0x9e3779b97f4a7c15
+				k.count++
+			}
+		}
 	}
-	return graphKey{version: sc.version, kinds: b.String()}, true
+	k.kinds = b.String()
+	return k
 }
 
 // records returns the graph's records for the scrape's snapshot, computing
@@ -380,18 +406,18 @@ func (c *graphCache) records(sc *scrapeState, lookup lookupFunc) []*Record {
 	if !slices.ContainsFunc(graphFamilies, func(f *family) bool { return metricFilter.includes(f.name) }) {
 		return nil
 	}
-	key, ok := keyOf(sc)
+	key := keyOf(sc)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if ok && c.valid && c.key == key {
+	if c.valid && c.key == key {
 		return c.cached
 	}
 	start := time.Now()
 	g := newGraph(sc.states, lookup)
-	c.cached, c.key, c.valid = g.render(), key, ok
+	c.cached, c.key, c.valid = g.render(), key, true
 	c.computed++
 	c.logger.Debug("Computed the dependency graph", "objects", len(g.nodes), "missing", len(g.missing),
-		"version", key.version, "duration_seconds", time.Since(start).Seconds())
+		"duration_seconds", time.Since(start).Seconds())
 	return c.cached
 }
 

@@ -108,6 +108,21 @@ func TestGraph(t *testing.T) {
 			},
 		},
 	}, {
+		// kustomize-controller applies the last artifact while its source
+		// fails to fetch a new one: the Kustomization fails for reasons of
+		// its own, and the source is not its root cause.
+		name: "a failing source that still has an artifact blocks nothing",
+		objects: []string{
+			"kind: GitRepository\nmetadata: {name: fleet, namespace: flux-system}\nspec: {url: x}\nstatus: {artifact: {revision: main@sha1:1}, conditions: [{type: Ready, status: \"False\", reason: GitOperationFailed}]}\n",
+			fluxObj("Kustomization", "flux-system/apps", "False", "{sourceRef: {kind: GitRepository, name: fleet}}"),
+			fluxObj("Kustomization", "flux-system/web", "False", "{sourceRef: {kind: GitRepository, name: fleet}, dependsOn: [{name: apps}]}"),
+		},
+		lookup: all,
+		want: graphFacts{
+			dependents: map[string]int{"GitRepository flux-system/fleet": 2, "Kustomization flux-system/apps": 1},
+			roots:      map[string][]string{"Kustomization flux-system/web": {"Kustomization flux-system/apps"}},
+		},
+	}, {
 		name: "a dependsOn that names nothing: missing, and the missing object is the root",
 		objects: []string{
 			fluxObj("GitRepository", "apps/repo", "True", "{url: x}"),
@@ -392,7 +407,9 @@ func newTestExporter(t *testing.T, flux FluxState) (*Exporter, *graphCache) {
 }
 
 // TestGraphIsComputedOncePerChange: scrapes of unchanged caches reuse the
-// graph; a change (the counter, or a kind that syncs) recomputes it.
+// graph, nor do updates of what the graph does not read; a change of what
+// it reads (an object, its Ready, its references, a kind that syncs)
+// recomputes it.
 func TestGraphIsComputedOncePerChange(t *testing.T) {
 	flux := &fakeFlux{version: 7, states: statesOf(t,
 		fluxObj("GitRepository", "apps/g", "False", "{url: x}"),
@@ -410,6 +427,18 @@ func TestGraphIsComputedOncePerChange(t *testing.T) {
 	}
 	if !strings.Contains(first, `flux_resource_root_cause_info{exported_namespace="apps",kind="Kustomization",name="k",root_kind="GitRepository",root_name="g",root_namespace="apps"} 1`) {
 		t.Errorf("no root cause in\n%s", first)
+	}
+
+	// An update that changes nothing the graph reads (a reconcile moves
+	// timestamps and revisions): the graph is reused.
+	flux.states = statesOf(t,
+		fluxObj("GitRepository", "apps/g", "False", "{url: https://example.com/other.git, interval: 5m}"),
+		fluxObj("Kustomization", "apps/k", "False", "{sourceRef: {kind: GitRepository, name: g}, path: ./other}"),
+	)
+	flux.version++
+	scrapeText(t, e)
+	if cache.computed != 1 {
+		t.Fatalf("graph computed %d times after updates it does not read, want 1", cache.computed)
 	}
 
 	// The GitRepository is deleted: one event, one recomputation, and its

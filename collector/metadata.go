@@ -3,6 +3,7 @@ package collector
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 
@@ -104,6 +105,8 @@ func ParseMetadataAllowlist(flag, value string) (a *MetadataAllowlist, warnings 
 					return nil, nil, bad("the list of %q has an empty key", name)
 				case strings.Count(k, "*") > 1:
 					return nil, nil, bad("key %q has more than one *; a key may hold one", k)
+				case k == lastApplied:
+					return nil, nil, bad("%s holds the whole object as kubectl applied it (a HelmRelease's values included, which may hold credentials) and is never exported", k)
 				case k == "*" && len(keys) > 0:
 					warnings = append(warnings, fmt.Sprintf("%s: %s=[...,*]: * selects every key only as the first key; here it is ignored, as in kube-state-metrics", flag, name))
 				}
@@ -165,6 +168,18 @@ func (a *MetadataAllowlist) keysFor(resource string) (keys []string, ok bool) {
 	return keys, len(keys) > 0
 }
 
+// Unknown lists, sorted, the resources the allowlist names (* aside) that
+// are not among watched; nil for the nil allowlist.
+func (a *MetadataAllowlist) Unknown(watched []string) []string {
+	var out []string
+	for _, r := range a.Resources() {
+		if r != allResources && !slices.Contains(watched, r) {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
 // Resources lists the resources the allowlist names, sorted, * included.
 func (a *MetadataAllowlist) Resources() []string {
 	if a == nil {
@@ -178,11 +193,23 @@ func (a *MetadataAllowlist) Resources() []string {
 	return out
 }
 
+// lastApplied is the annotation kubectl apply keeps the whole applied
+// object in. No pattern selects it: a HelmRelease's spec.values, which may
+// hold credentials, would become a label value.
+const lastApplied = "kubectl.kubernetes.io/last-applied-configuration"
+
 // selected returns the entries of m whose keys the patterns select. As in
-// kube-state-metrics, * selects everything only as the first pattern.
+// kube-state-metrics, * selects everything only as the first pattern; a
+// pattern with a * inside (team.example.com/*) is our extension. Neither
+// selects lastApplied.
 func selected(m map[string]string, patterns []string) map[string]string {
 	if patterns[0] == "*" {
-		return m
+		if _, ok := m[lastApplied]; !ok {
+			return m
+		}
+		out := maps.Clone(m)
+		delete(out, lastApplied)
+		return out
 	}
 	out := map[string]string{}
 	for _, p := range patterns {
@@ -197,6 +224,9 @@ func selected(m map[string]string, patterns []string) map[string]string {
 			continue // a * that is not first
 		}
 		for k, v := range m {
+			if k == lastApplied {
+				continue
+			}
 			if len(k) >= len(before)+len(after) && strings.HasPrefix(k, before) && strings.HasSuffix(k, after) {
 				out[k] = v
 			}

@@ -98,6 +98,7 @@ func TestParseMetadataAllowlist(t *testing.T) {
 		"Kustomizations=[team]":                 "not a resource name",
 		"kustomizations=[a/*-b-*]":              "more than one *",
 		"kustomizations=[a=b]":                  "which a key cannot",
+		"helmreleases=[kubectl.kubernetes.io/last-applied-configuration]": "never exported",
 	} {
 		_, _, err := ParseMetadataAllowlist("--metric-labels-allowlist", value)
 		if err == nil || !strings.Contains(err.Error(), why) || !strings.HasPrefix(err.Error(), "--metric-labels-allowlist=") || strings.Contains(err.Error(), "\n") {
@@ -162,7 +163,7 @@ metadata:
   namespace: team-a
   uid: u1
   labels: {team: payments, app.kubernetes.io/part-of: shop, teamName: pay, team-name: pay2}
-  annotations: {team.example.com/owner: alice, team.example.com/pager: "555", note: "x"}
+  annotations: {team.example.com/owner: alice, team.example.com/pager: "555", note: "x", kubectl.kubernetes.io/last-applied-configuration: '{"spec":{"values":{"password":"hunter2"}}}'}
 spec: {interval: 10m, path: ./apps, sourceRef: {kind: GitRepository, name: repo}}
 `
 
@@ -218,6 +219,17 @@ flux_resource_labels{exported_namespace="team-a",kind="GitRepository",label_team
 		name:   "every label, colliding names renamed",
 		labels: "kustomizations=[*]",
 		want: labelsHeader + `flux_resource_labels{exported_namespace="team-a",kind="Kustomization",label_app_kubernetes_io_part_of="shop",label_team="payments",label_team_name_conflict1="pay2",label_team_name_conflict2="pay",name="apps"} 1
+`,
+	}, {
+		name:        "every annotation but kubectl's last applied object",
+		annotations: "*=[*]",
+		want: annotsHeader + `flux_resource_annotations{annotation_note="x",annotation_team_example_com_owner="alice",annotation_team_example_com_pager="555",exported_namespace="team-a",kind="Kustomization",name="apps"} 1
+flux_resource_annotations{exported_namespace="team-a",kind="GitRepository",name="repo"} 1
+`,
+	}, {
+		name:        "a partial wildcard does not select it either",
+		annotations: "kustomizations=[kubectl.kubernetes.io/*]",
+		want: annotsHeader + `flux_resource_annotations{exported_namespace="team-a",kind="Kustomization",name="apps"} 1
 `,
 	}, {
 		name:        "annotations by a partial wildcard",

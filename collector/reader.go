@@ -246,7 +246,9 @@ func (r *reader) suspended(s suspension) bool {
 		b, _ := r.boolean("spec", "suspend")
 		return b
 	}
-	return r.str("metadata", "annotations", s.annotation) == s.value
+	// flux-operator lower-cases the annotation's value before comparing
+	// (api/v1 fluxinstance_types.go, IsDisabled), so Disabled pauses too.
+	return strings.EqualFold(r.str("metadata", "annotations", s.annotation), s.value)
 }
 
 // static tells whether the object is one its controller never gives a

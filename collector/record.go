@@ -31,10 +31,14 @@ type Record struct {
 	// after another; series[i] ends at series[i].end.
 	buf    []byte
 	series []sample
-	// refs and ready are what the dependency graph reads of the object
-	// (readRefs, graph.go).
-	refs  []ref
-	ready bool
+	// refs, ready and hasArtifact are what the dependency graph reads of
+	// the object (readRefs, graph.go); graphDigest hashes them with the
+	// object's kind, namespace and name, so that a graph is recomputed only
+	// when one of them changes, not on every status update.
+	refs        []ref
+	ready       bool
+	hasArtifact bool
+	graphDigest uint64
 	// delivery holds the object's delivery series (delivery.go), rendered
 	// apart since they change without the object changing.
 	delivery *deliveryEntry

@@ -1,6 +1,9 @@
 package collector
 
-import "strings"
+import (
+	"hash/maphash"
+	"strings"
+)
 
 // The reference table: which fields of each Flux kind name other Flux
 // objects, as plain data. Field paths are written as Flux's API reference
@@ -30,6 +33,9 @@ const (
 	relResource
 	// relInclude is a GitRepository's spec.include[].repository.
 	relInclude
+	// relInputProvider is a ResourceSet's spec.inputsFrom[]: the
+	// ResourceSetInputProvider whose exported inputs it renders.
+	relInputProvider
 	numRelations
 )
 
@@ -39,18 +45,28 @@ const (
 // Ready. Only blocking references count towards flux_resource_dependents
 // and flux_resource_root_cause_info: an Alert does not stop working because
 // an object it watches fails, nor does a Receiver.
+//
+// artifact marks the references to a source whose controller needs only its
+// artifact: kustomize-controller waits while the source has no artifact
+// (kustomization_controller.go, "Source is not ready, artifact not found"),
+// helm-controller while the chart's source has none or is Stalled
+// (helmrelease_controller.go, isSourceReady), and source-controller while an
+// included repository has none; each goes on with the last artifact while
+// the source fails.
 var relations = [numRelations]struct {
-	name   string
-	blocks bool
+	name     string
+	blocks   bool
+	artifact bool
 }{
-	relDependsOn:       {"depends_on", true},
-	relSource:          {"source", true},
-	relChart:           {"chart", true},
-	relImageRepository: {"image_repository", true},
-	relProvider:        {"provider", true},
-	relEventSource:     {"event_source", false},
-	relResource:        {"resource", false},
-	relInclude:         {"include", true},
+	relDependsOn:       {"depends_on", true, false},
+	relSource:          {"source", true, true},
+	relChart:           {"chart", true, true},
+	relImageRepository: {"image_repository", true, false},
+	relProvider:        {"provider", true, false},
+	relEventSource:     {"event_source", false, false},
+	relResource:        {"resource", false, false},
+	relInclude:         {"include", true, true},
+	relInputProvider:   {"input_provider", true, false},
 }
 
 func (r relation) String() string { return relations[r].name }
@@ -69,6 +85,10 @@ type refSpec struct {
 	local bool
 	// joined references are one "<namespace>/<name>" string.
 	joined bool
+	// onlyWith, when set, is a field the reference counts only with:
+	// helm-controller leaves status.helmChart behind when spec.chartRef
+	// replaces spec.chart.
+	onlyWith string
 }
 
 // refSpecs is the reference table, by Kind name. Every namespace a
@@ -85,7 +105,7 @@ var refSpecs = map[string][]refSpec{
 		{path: "spec.chart.spec.sourceRef", relation: relSource},
 		// The HelmChart helm-controller created from spec.chart, and reads
 		// the chart from; it is named here once it exists.
-		{path: "status.helmChart", relation: relChart, kind: "HelmChart", joined: true},
+		{path: "status.helmChart", relation: relChart, kind: "HelmChart", joined: true, onlyWith: "spec.chart"},
 	},
 	"HelmChart":             {{path: "spec.sourceRef", relation: relSource, local: true}},
 	"GitRepository":         {{path: "spec.include[].repository", relation: relInclude, kind: "GitRepository", local: true}},
@@ -97,6 +117,14 @@ var refSpecs = map[string][]refSpec{
 		{path: "spec.eventSources[]", relation: relEventSource},
 	},
 	"Receiver": {{path: "spec.resources[]", relation: relResource}},
+	// flux-operator api/v1 resourceset_types.go: dependsOn entries name
+	// their kind (required) and may leave the namespace out; inputsFrom
+	// entries name a provider in the ResourceSet's namespace, or select
+	// providers by label (no edge).
+	"ResourceSet": {
+		{path: "spec.dependsOn[]", relation: relDependsOn},
+		{path: "spec.inputsFrom[]", relation: relInputProvider, kind: "ResourceSetInputProvider", local: true},
+	},
 }
 
 // ref is one reference an object makes: the referenced object and what the
@@ -119,6 +147,7 @@ type parsedRefSpec struct {
 	// entry is where the reference is within each list entry.
 	list, entry []any
 	isList      bool
+	onlyWith    []any
 }
 
 var parsedRefSpecs = func() map[string][]parsedRefSpec {
@@ -126,6 +155,9 @@ var parsedRefSpecs = func() map[string][]parsedRefSpec {
 	for kind, specs := range refSpecs {
 		for _, s := range specs {
 			p := parsedRefSpec{refSpec: s}
+			if s.onlyWith != "" {
+				p.onlyWith = parsePath(s.onlyWith)
+			}
 			before, after, isList := strings.Cut(s.path, "[]")
 			p.list, p.isList = parsePath(before), isList
 			if after = strings.TrimPrefix(after, "."); after != "" {
@@ -146,7 +178,13 @@ var parsedRefSpecs = func() map[string][]parsedRefSpec {
 func (w *recordWriter) readRefs(kind, ready string) {
 	rec, r := w.rec, w.r
 	rec.ready = ready == "True"
+	_, rec.hasArtifact = r.lookup(artifactPath)
 	for _, s := range parsedRefSpecs[kind] {
+		if s.onlyWith != nil {
+			if _, ok := r.lookup(s.onlyWith); !ok {
+				continue
+			}
+		}
 		if !s.isList {
 			w.addRef(s, s.list)
 			continue
@@ -168,6 +206,40 @@ func (w *recordWriter) readRefs(kind, ready string) {
 	if len(rec.refs) > 0 {
 		rec.refs = rec.refs[:len(rec.refs):len(rec.refs)]
 	}
+	rec.graphDigest = graphDigestOf(kind, rec)
+}
+
+// artifactPath is where a source keeps its artifact.
+var artifactPath = parsePath("status.artifact")
+
+// graphSeed keys the graph digests; they are compared only within the
+// process.
+var graphSeed = maphash.MakeSeed()
+
+// graphDigestOf hashes what the graph reads of a record.
+func graphDigestOf(kind string, rec *Record) uint64 {
+	var h maphash.Hash
+	h.SetSeed(graphSeed)
+	for _, s := range []string{kind, rec.Namespace, rec.Name} {
+		h.WriteString(s)
+		h.WriteByte(0)
+	}
+	h.WriteByte(boolByte(rec.ready)<<1 | boolByte(rec.hasArtifact))
+	for _, r := range rec.refs {
+		for _, s := range []string{r.kind, r.namespace, r.name} {
+			h.WriteString(s)
+			h.WriteByte(0)
+		}
+		h.WriteByte(byte(r.relation))
+	}
+	return h.Sum64()
+}
+
+func boolByte(b bool) byte {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // addRef reads the reference at path and adds it unless it names no object.
@@ -256,5 +328,5 @@ var kindNames = func() map[string]string {
 // other dependency families come from the graph across all records
 // (graph.go).
 var dependencyInfoFamily = perObject("resource_dependency_info",
-	"A reference from this Flux object to another one, read from the object's spec or status (docs/flux-semantics.md, rule 10): relation is depends_on (spec.dependsOn), source (a sourceRef), chart (spec.chartRef, or the HelmChart helm-controller made, status.helmChart), image_repository, provider, event_source, resource or include; a namespace the reference leaves out is the object's own. Value is always 1.",
+	"A reference from this Flux object to another one, read from the object's spec or status (docs/flux-semantics.md, rule 10): relation is depends_on (spec.dependsOn), source (a sourceRef), chart (spec.chartRef, or the HelmChart helm-controller made, status.helmChart), image_repository, provider, event_source, resource, include or input_provider (a ResourceSet's spec.inputsFrom); a namespace the reference leaves out is the object's own. Value is always 1.",
 	"dependency_kind", "dependency_name", "dependency_namespace", "relation")

@@ -124,8 +124,34 @@ spec: {sourceRef: {apiVersion: source.extensions.fluxcd.io/v1beta1, kind: Artifa
 		object: `
 kind: HelmRelease
 metadata: {name: x, namespace: apps}
+spec: {chart: {spec: {chart: x, sourceRef: {kind: HelmRepository, name: charts}}}}
 status: {helmChart: apps-x}`,
-		want: []ref{{"HelmChart", "apps", "apps-x", relChart}},
+		want: []ref{{"HelmRepository", "apps", "charts", relSource}, {"HelmChart", "apps", "apps-x", relChart}},
+	}, {
+		name: "status.helmChart left behind after spec.chartRef replaced spec.chart is no reference",
+		object: `
+kind: HelmRelease
+metadata: {name: x, namespace: apps}
+spec: {chartRef: {kind: OCIRepository, name: x}}
+status: {helmChart: apps/apps-x}`,
+		want: []ref{{"OCIRepository", "apps", "x", relChart}},
+	}, {
+		name: "ResourceSet: dependsOn of any kind, and input providers by name only",
+		object: `
+kind: ResourceSet
+metadata: {name: tenants, namespace: flux-system}
+spec:
+  dependsOn:
+  - {apiVersion: kustomize.toolkit.fluxcd.io/v1, kind: Kustomization, name: infra, ready: true}
+  - {apiVersion: apps/v1, kind: Deployment, name: ingress, namespace: ingress-system}
+  inputsFrom:
+  - {kind: ResourceSetInputProvider, name: github-prs}
+  - {selector: {matchLabels: {team: a}}}`,
+		want: []ref{
+			{"Kustomization", "flux-system", "infra", relDependsOn},
+			{"Deployment", "ingress-system", "ingress", relDependsOn},
+			{"ResourceSetInputProvider", "flux-system", "github-prs", relInputProvider},
+		},
 	}, {
 		name: "A kind without references in the table has none",
 		object: `

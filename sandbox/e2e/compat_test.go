@@ -88,9 +88,17 @@ func TestCompatAgainstRealPrometheus(t *testing.T) {
 	listed := listFluxObjects(t, c)
 
 	e := startExporter(t, c.kubeconfig, "--compat.gotk-resource-info", "--no-collector.controllers",
-		"--metric-labels-allowlist=kustomizations=[team]",
+		// kustomisations is a typo, which selects nothing and is logged.
+		"--metric-labels-allowlist=kustomizations=[team],kustomisations=[team]",
 		"--metric-annotations-allowlist=fluxinstances=[fluxcd.controlplane.io/*]")
 	e.waitReady()
+	eventually(t, 30*time.Second, func() error {
+		lines := logLines(e, "An allowlist names a resource no watched Flux kind has")
+		if len(lines) != 1 || !strings.Contains(lines[0], `"resource":"kustomisations"`) || !strings.Contains(lines[0], `"flag":"--metric-labels-allowlist"`) {
+			return fmt.Errorf("want one warning naming kustomisations and the flag, got %q", lines)
+		}
+		return nil
+	})
 	inst := strings.TrimPrefix(e.url, "http://")
 	prom := startPrometheus(t, promBin, []string{inst})
 	eventually(t, 60*time.Second, func() error {

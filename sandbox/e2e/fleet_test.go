@@ -36,7 +36,9 @@ var fleetGolden = filepath.Join("testdata", "fleet-scrape.prom")
 // fleetOptions fix the fleet: the same seed always gives the same objects
 // and statuses, so the scrape is reproducible apart from what the server
 // assigns (UIDs, creation times).
-var fleetOptions = fleet.Options{Seed: 1, Objects: 60, Namespaces: 3}
+// Seed 2 gives this size every family the fleet can show, the image ones
+// included.
+var fleetOptions = fleet.Options{Seed: 2, Objects: 60, Namespaces: 3}
 
 // fleetCannotProduce are documented families this fleet cannot produce: a
 // CRD-only server has no Flux controller Deployments or Pods to scrape (only
@@ -97,7 +99,11 @@ func TestFleetScrape(t *testing.T) {
 		t.Fatalf("server lists %d Flux objects, the fleet has %d", n, fleetOptions.Objects)
 	}
 
-	e := startExporter(t, c.kubeconfig)
+	// The label and annotation families are off by default; named kinds
+	// get one series per object.
+	e := startExporter(t, c.kubeconfig,
+		"--metric-labels-allowlist=kustomizations=[kustomize.toolkit.fluxcd.io/name]",
+		"--metric-annotations-allowlist=fluxinstances=[fluxcd.controlplane.io/*]")
 	e.waitReady()
 	var s scrape
 	eventually(t, 30*time.Second, func() error {
