@@ -194,16 +194,7 @@ func (w *recordWriter) add(f *family, v float64, extra ...string) {
 	w.values = append(append(w.values[:0], w.object...), extra...)
 	start := len(w.rec.buf)
 	buf, err := f.appendSeries(w.rec.buf, w.values)
-	if err != nil {
-		w.rec.buf = buf[:start]
-		w.r.fail([]any{f.name}, err)
-		return
-	}
-	w.rec.buf = buf
-	if len(buf) > 1<<32-1 {
-		panic("collector: record larger than 4 GiB") // no Kubernetes object is
-	}
-	w.rec.series = append(w.rec.series, sample{family: uint16(f.id), end: uint32(len(buf)), value: v})
+	w.keep(f, v, start, buf, err)
 }
 
 // addLabeled renders a series of a dynamic family (appendLabeled).
@@ -213,6 +204,12 @@ func (w *recordWriter) addLabeled(f *family, v float64, pairs []labelPair) {
 	}
 	start := len(w.rec.buf)
 	buf, err := f.appendLabeled(w.rec.buf, pairs)
+	w.keep(f, v, start, buf, err)
+}
+
+// keep records the series rendered into buf from start, or drops what was
+// rendered and counts the fault when rendering failed.
+func (w *recordWriter) keep(f *family, v float64, start int, buf []byte, err error) {
 	if err != nil {
 		w.rec.buf = buf[:start]
 		w.r.fail([]any{f.name}, err)

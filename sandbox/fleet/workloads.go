@@ -464,16 +464,16 @@ func (g *gen) helmReleaseStatus(p *planned, c chart, chartSpec map[string]any, c
 	deployedAt := g.ago(10*minute, 20*day)
 	snap := func(v int64, st, action, chartVersion string, at time.Time) map[string]any {
 		s := map[string]any{
-			"name":          relName,
-			"namespace":     relNs,
-			"version":       v,
-			"status":        st,
-			"action":        action,
-			"chartName":     c.name,
-			"chartVersion":  chartVersion,
-			"appVersion":    c.appVersion,
-			"configDigest":  configDigest,
-			"digest":        "sha256:" + g.hex(64),
+			"name":         relName,
+			"namespace":    relNs,
+			"version":      v,
+			"status":       st,
+			"action":       action,
+			"chartName":    c.name,
+			"chartVersion": chartVersion,
+			"appVersion":   c.appVersion,
+			"configDigest": configDigest,
+			"digest":       "sha256:" + g.hex(64),
 			// Helm copies the first install's time into every version
 			// (helm.sh/helm/v4 pkg/action upgrade.go, rollback.go).
 			"firstDeployed": ts(deployedAt.Add(-90 * 24 * hour)),
