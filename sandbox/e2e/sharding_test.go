@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	dto "github.com/prometheus/client_model/go"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -39,22 +38,10 @@ func perObjectSeries(s scrape) map[string]string {
 			if _, ok := l["exported_namespace"]; !ok {
 				continue
 			}
-			out[name+"{"+labelKey(l)+"}"] = strconv.FormatFloat(metricValue(m), 'g', -1, 64)
+			out[name+"{"+labelKey(l)+"}"] = strconv.FormatFloat(sampleValue(m), 'g', -1, 64)
 		}
 	}
 	return out
-}
-
-func metricValue(m *dto.Metric) float64 {
-	switch {
-	case m.Gauge != nil:
-		return m.GetGauge().GetValue()
-	case m.Counter != nil:
-		return m.GetCounter().GetValue()
-	case m.Untyped != nil:
-		return m.GetUntyped().GetValue()
-	}
-	return sampleValue(m)
 }
 
 // objectsOf are the objects a scrape reports, from flux_resource_info.
