@@ -24,7 +24,7 @@ func decodeInto(t *testing.T, tr *deliveryTracker, doc string) *Record {
 		t.Fatalf("bad test object: %v", err)
 	}
 	u := &unstructured.Unstructured{Object: obj}
-	acc, errs := decodeWith(tr, kube.Kind{Kind: u.GetKind()}, u)
+	acc, errs := decodeWith(tr, kube.Kind{Kind: u.GetKind()}, u, nil)
 	if len(errs) > 0 {
 		t.Fatalf("decode faults: %v", errs)
 	}

@@ -122,6 +122,8 @@ type kindSpec struct {
 	suspend suspension
 	gauges  []gaugeSpec
 	infos   []infoSpec
+	// timeout is how long the controller lets one attempt run.
+	timeout timeoutSpec
 }
 
 // The families every kind has.
@@ -178,6 +180,14 @@ var kinds = map[string]kindSpec{
 	"Kustomization": {
 		revision: from("status.lastAppliedRevision"),
 		path:     from("spec.path"),
+		// kustomize-controller v1.9.4 api/v1 Kustomization.GetTimeout:
+		// spec.timeout, else the interval less 30s but at least 30s (the
+		// API comment says "defaults to Interval"; the code is the rule).
+		timeout: timeoutSpec{paths: []string{"spec.timeout"}, defPath: "spec.interval", defLess: 30, floor: 30},
+		infos: []infoSpec{infoOf("kustomization_origin_revision_info", "The revision of the origin the applied artifact was built from (status.lastAppliedOriginRevision), such as the Git commit an OCI artifact was pushed from; notification-controller prefers it for commit statuses. Absent unless the artifact records an origin. Value is always 1.",
+			"status.lastAppliedOriginRevision",
+			labelSpec{"origin_revision", from("status.lastAppliedOriginRevision")},
+		)},
 		gauges: []gaugeSpec{
 			{perObject("kustomization_inventory_entries", "Number of Kubernetes objects the Kustomization manages (status.inventory.entries)."), "status.inventory.entries", entries},
 			{perObject("kustomization_last_reconcile_timestamp_seconds", "When the Kustomization was last reconciled (status.history[0].lastReconciled), in Unix seconds."), "status.history[0].lastReconciled", unixSeconds},
@@ -190,6 +200,9 @@ var kinds = map[string]kindSpec{
 		// version last attempted (a first install that failed).
 		revision:   from("status.history[0].chartVersion", "status.lastAttemptedRevision"),
 		sourceName: from("spec.chartRef.name", "spec.chart.spec.sourceRef.name"),
+		// helm-controller api/v2 HelmReleaseSpec.Timeout "Defaults to
+		// '5m0s'", and each action's own timeout overrides it.
+		timeout: timeoutSpec{paths: []string{"spec.timeout", "spec.install.timeout", "spec.upgrade.timeout", "spec.test.timeout", "spec.rollback.timeout", "spec.uninstall.timeout"}, def: 300},
 		gauges: []gaugeSpec{
 			{perObject("helmrelease_release_revision", "The Helm release version (status.history[0].version); it increases on each install, upgrade or rollback."), "status.history[0].version", number},
 			{perObject("helmrelease_failures", "Failed Helm actions (install, upgrade, test, rollback, uninstall) against the current desired state: helm-controller clears it when the generation, chart version or values change, or on a reset request (status.failures)."), "status.failures", numberOrZero},

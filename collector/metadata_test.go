@@ -30,7 +30,7 @@ func decodeKind(t testing.TB, k kube.Kind, doc string) *Record {
 	if err := yaml.Unmarshal([]byte(doc), &obj); err != nil {
 		t.Fatalf("bad test object: %v", err)
 	}
-	acc, errs := Decode(k, &unstructured.Unstructured{Object: obj})
+	acc, errs := Decode(k, &unstructured.Unstructured{Object: obj}, nil)
 	if len(errs) > 0 {
 		t.Fatalf("decode faults: %v", errs)
 	}

@@ -42,6 +42,12 @@ type Record struct {
 	// delivery holds the object's delivery series (delivery.go), rendered
 	// apart since they change without the object changing.
 	delivery *deliveryEntry
+	// uid hashes metadata.uid, and notReadySince is what
+	// notReadySinceFamily exports when notReady: the next record of the
+	// same object carries the start of a failure over (lifecycle.go).
+	uid           uint64
+	notReadySince float64
+	notReady      bool
 }
 
 // appendSeries appends series i, whose bytes in buf start at start, as an
@@ -72,16 +78,18 @@ func (r *Record) GetObjectMeta() metav1.Object {
 // Decode is the informer transform: it reads an object of kind k and
 // renders its series into a Record, and returns the faults it met. A faulty
 // field costs only that field. Families the metric filter excludes
-// (SetMetricFilter) are not rendered at all.
-func Decode(k kube.Kind, u *unstructured.Unstructured) (metav1.ObjectMetaAccessor, []error) {
-	return decodeWith(delivery, k, u)
+// (SetMetricFilter) are not rendered at all. prev is the cache's record of
+// the same namespace and name, or nil: a failure that started before this
+// update keeps its start (lifecycle.go).
+func Decode(k kube.Kind, u *unstructured.Unstructured, prev metav1.ObjectMetaAccessor) (metav1.ObjectMetaAccessor, []error) {
+	return decodeWith(delivery, k, u, prev)
 }
 
 // decodeWith is Decode feeding the delivery tracker tr.
-func decodeWith(tr *deliveryTracker, k kube.Kind, u *unstructured.Unstructured) (metav1.ObjectMetaAccessor, []error) {
+func decodeWith(tr *deliveryTracker, k kube.Kind, u *unstructured.Unstructured, prev metav1.ObjectMetaAccessor) (metav1.ObjectMetaAccessor, []error) {
 	r := &reader{obj: u.Object}
 	spec := specFor(k.Kind)
-	rec := &Record{Namespace: r.str("metadata", "namespace"), Name: r.str("metadata", "name")}
+	rec := &Record{Namespace: r.str("metadata", "namespace"), Name: r.str("metadata", "name"), uid: hashUID(r.str("metadata", "uid"))}
 	w := recordWriter{rec: rec, r: r, object: []string{k.Kind, rec.Name, rec.Namespace}}
 	object, err := appendObjectLabels(nil, w.object)
 	if err != nil {
@@ -127,6 +135,7 @@ func decodeWith(tr *deliveryTracker, k kube.Kind, u *unstructured.Unstructured) 
 		}
 		w.add(in.family, 1, vals...)
 	}
+	w.addLifecycle(spec, ready, conds, previousRecord(prev, rec.uid))
 	w.addMetadata(k, conds)
 	if rev := r.str("status", "artifact", "revision"); rev != "" {
 		updated, _ := r.timestamp("status", "artifact", "lastUpdateTime")

@@ -34,7 +34,7 @@ func decodeYAML(t testing.TB, doc string) (string, *Record) {
 		t.Fatalf("bad test object: %v", err)
 	}
 	u := &unstructured.Unstructured{Object: obj}
-	acc, errs := Decode(kube.Kind{Kind: u.GetKind()}, u)
+	acc, errs := Decode(kube.Kind{Kind: u.GetKind()}, u, nil)
 	if len(errs) > 0 {
 		t.Fatalf("decode faults: %v", errs)
 	}

@@ -63,8 +63,11 @@ type Kind struct {
 // Transform turns an object into the compact record the cache keeps, and
 // reports the fields it could not read. The record must carry its namespace
 // and name for the cache key. It must not retain u: the point is that the
-// full object is garbage once it returns.
-type Transform func(k Kind, u *unstructured.Unstructured) (metav1.ObjectMetaAccessor, []error)
+// full object is garbage once it returns. prev is the record the cache holds
+// for the same namespace and name, nil for a new object: what a record must
+// remember across updates (when a failure started) comes from it, so it
+// leaves the cache with the object.
+type Transform func(k Kind, u *unstructured.Unstructured, prev metav1.ObjectMetaAccessor) (metav1.ObjectMetaAccessor, []error)
 
 // WatcherOptions configure a Watcher.
 type WatcherOptions struct {
@@ -393,23 +396,21 @@ func (w *Watcher) start(k Kind, sharding Sharding) (*kindWatch, error) {
 		selector := fields.AndSelectors(sel...).String()
 		tweak = func(o *metav1.ListOptions) { o.FieldSelector = selector }
 	}
-	transform := func(obj any) (any, error) {
-		u, ok := obj.(*unstructured.Unstructured)
-		if !ok {
-			return obj, nil
+	// transform reads the previous record from the store of the informer
+	// the object came through: the one the cache serves now.
+	transform := func(store cache.Store) cache.TransformFunc {
+		return func(obj any) (any, error) {
+			u, ok := obj.(*unstructured.Unstructured)
+			if !ok {
+				return obj, nil
+			}
+			return w.transformObject(kw, store, u), nil
 		}
-		rec, errs := w.opts.Transform(k, u)
-		if len(errs) > 0 {
-			kw.objectErrors.Add(uint64(len(errs)))
-			w.log.Debug("Object has fields that cannot be read; reporting the rest", "kind", k.Kind, "group", k.Group,
-				"namespace", u.GetNamespace(), "name", u.GetName(), "errors", errors.Join(errs...))
-		}
-		return rec, nil
 	}
 	for _, ns := range namespaces {
 		inf := cache.NewSharedIndexInformerWithOptions(w.listWatch(gvr, ns, tweak, filter), &unstructured.Unstructured{},
 			cache.SharedIndexInformerOptions{ObjectDescription: gvr.String()})
-		if err := inf.SetTransform(transform); err != nil {
+		if err := inf.SetTransform(transform(inf.GetStore())); err != nil {
 			cancel()
 			return nil, fmt.Errorf("set transform: %w", err)
 		}
@@ -442,6 +443,28 @@ func (w *Watcher) start(k Kind, sharding Sharding) (*kindWatch, error) {
 		go inf.RunWithContext(ctx)
 	}
 	return kw, nil
+}
+
+// transformObject turns u into its record, handing the transform the
+// record the store holds for the same key, and counts and logs the fields
+// it could not read.
+func (w *Watcher) transformObject(kw *kindWatch, store cache.Store, u *unstructured.Unstructured) any {
+	k := kw.kind
+	var prev metav1.ObjectMetaAccessor
+	key := u.GetName()
+	if ns := u.GetNamespace(); ns != "" {
+		key = ns + "/" + key
+	}
+	if old, ok, _ := store.GetByKey(key); ok {
+		prev, _ = old.(metav1.ObjectMetaAccessor)
+	}
+	rec, errs := w.opts.Transform(k, u, prev)
+	if len(errs) > 0 {
+		kw.objectErrors.Add(uint64(len(errs)))
+		w.log.Debug("Object has fields that cannot be read; reporting the rest", "kind", k.Kind, "group", k.Group,
+			"namespace", u.GetNamespace(), "name", u.GetName(), "errors", errors.Join(errs...))
+	}
+	return rec
 }
 
 // listWatch lists and watches one resource in ns ("" for all) through the

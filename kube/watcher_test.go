@@ -154,7 +154,7 @@ func startWatcher(t *testing.T, api *fakeAPI, opts WatcherOptions) (*Watcher, *l
 	srv := httptest.NewServer(api)
 	logs := &lockedBuffer{}
 	opts.Logger = slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	opts.Transform = func(_ Kind, u *unstructured.Unstructured) (metav1.ObjectMetaAccessor, []error) {
+	opts.Transform = func(_ Kind, u *unstructured.Unstructured, _ metav1.ObjectMetaAccessor) (metav1.ObjectMetaAccessor, []error) {
 		return &metav1.ObjectMeta{Namespace: u.GetNamespace(), Name: u.GetName()}, nil
 	}
 	w, err := NewWatcher(&rest.Config{Host: srv.URL}, opts)
@@ -346,7 +346,7 @@ func TestReadyNamesKindAndGroup(t *testing.T) {
 	defer close(block)
 	w, err := NewWatcher(&rest.Config{Host: srv.URL}, WatcherOptions{
 		APIGroups: []string{"source.toolkit.fluxcd.io", "example.com"},
-		Transform: func(_ Kind, u *unstructured.Unstructured) (metav1.ObjectMetaAccessor, []error) {
+		Transform: func(_ Kind, u *unstructured.Unstructured, _ metav1.ObjectMetaAccessor) (metav1.ObjectMetaAccessor, []error) {
 			return &metav1.ObjectMeta{Namespace: u.GetNamespace(), Name: u.GetName()}, nil
 		},
 	})
