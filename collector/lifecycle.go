@@ -13,7 +13,7 @@ import (
 
 var (
 	notReadySinceFamily = perObject("resource_not_ready_since_timestamp_seconds",
-		"While a Flux object is not Ready, when it stopped being Ready, in Unix seconds: the earliest lastTransitionTime of Ready (not True), Reconciling and Stalled (True) and the source failure conditions (FetchFailed, BuildFailed, StorageOperationFailed, IncludeUnavailable True; SourceVerified False), else metadata.creationTimestamp for an object never reconciled. The controllers keep Reconciling True from the first failed attempt to the next success, while every retry's Ready=Unknown step moves Ready's own lastTransitionTime, so this, not Ready's transition, is how long an object has been failing. Absent while the object is Ready.")
+		"While a Flux object is not Ready, when it stopped being Ready, in Unix seconds: the earliest lastTransitionTime of Ready (not True), Reconciling and Stalled (True) and the source failure conditions (FetchFailed, BuildFailed, StorageOperationFailed, IncludeUnavailable True; SourceVerified False), or a Kustomization's failed history entry's firstReconciled, kept across updates of the same object. The controllers keep Reconciling True from the first failed attempt to the next success, while every retry's Ready=Unknown step moves Ready's own lastTransitionTime, so this, not Ready's transition, is how long an object has been failing. Absent while the object is Ready, and for an object never reconciled, which nothing dates.")
 	timeoutFamily = perObject("resource_timeout_seconds",
 		"The longest one reconcile attempt may take before the controller fails it, in seconds: a Kustomization's spec.timeout (default spec.interval less 30s, at least 30s), the largest of a HelmRelease's spec.timeout (default 5m), install, upgrade, test, rollback and uninstall timeouts. Ready=Unknown within it is progress, not failure.")
 	deletionFamily = perObject("resource_deletion_timestamp_seconds",
@@ -52,7 +52,7 @@ var failureAnchors = map[string]string{
 // kustomize-controller (it rewrites Ready and Reconciling on every
 // attempt, kustomization_controller.go reconcile). prev is the previous
 // record's start of the same failure. NaN stands for none of either.
-func notReadySince(ready string, conds []condition, history, prev, created float64, hasCreated bool) (since float64, ok bool) {
+func notReadySince(ready string, conds []condition, history, prev float64) (since float64, ok bool) {
 	if ready == "True" {
 		return 0, false
 	}
@@ -72,10 +72,7 @@ func notReadySince(ready string, conds []condition, history, prev, created float
 			since = c.lastTransition
 		}
 	}
-	if !math.IsInf(since, +1) {
-		return since, true
-	}
-	return created, hasCreated
+	return since, !math.IsInf(since, +1)
 }
 
 // timeoutSpec is where a kind keeps its reconcile deadline: the largest of
@@ -146,12 +143,11 @@ func (r *reader) failedHistoryStart() float64 {
 // addLifecycle renders the failure, deadline and deletion series. prev is
 // the object's previous record, or nil.
 func (w *recordWriter) addLifecycle(spec *kindSpec, ready string, conds []condition, prev *Record) {
-	created, hasCreated := w.r.timestamp("metadata", "creationTimestamp")
 	carried := math.NaN()
 	if prev != nil && prev.notReady {
 		carried = prev.notReadySince
 	}
-	if since, ok := notReadySince(ready, conds, w.r.failedHistoryStart(), carried, created, hasCreated); ok {
+	if since, ok := notReadySince(ready, conds, w.r.failedHistoryStart(), carried); ok {
 		w.rec.notReadySince, w.rec.notReady = since, true
 		w.add(notReadySinceFamily, since)
 	}

@@ -101,11 +101,11 @@ status:
   - {type: TestSuccess, status: "False", reason: TestFailed, lastTransitionTime: "2026-01-02T00:00:00Z"}`,
 		want: unix("2026-03-01T00:00:00Z"),
 	}, {
-		name: "never reconciled: since creation",
+		name: "never reconciled: nothing dates it (FluxGenerationNotObserved covers it)",
 		object: `
 kind: Kustomization
 metadata: {name: a, namespace: apps, uid: u, creationTimestamp: "2026-01-01T00:00:00Z"}`,
-		want: unix("2026-01-01T00:00:00Z"),
+		want: -1,
 	}}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -328,8 +328,88 @@ func rolledBack(u *unstructured.Unstructured) bool {
 		return false
 	}
 	last := lastRelease(u)
+	remediated := conditionOf(u, "Remediated")
 	return last != nil && last["action"] == "rollback" ||
-		conditionOf(u, "Remediated").status == "True" || hasConditionReason(u, "RollbackSucceeded")
+		remediated.status == "True" && remediated.reason == "RollbackSucceeded" || conditionOf(u, "Ready").reason == "RollbackSucceeded"
+}
+
+// uninstalled restates FluxHelmReleaseUninstalled's condition: the release
+// was remediated by an uninstall.
+func uninstalled(u *unstructured.Unstructured) bool {
+	if u.GetKind() != "HelmRelease" {
+		return false
+	}
+	last := lastRelease(u)
+	remediated := conditionOf(u, "Remediated")
+	return last != nil && last["action"] == "uninstall-remediation" ||
+		remediated.status == "True" && remediated.reason == "UninstallSucceeded"
+}
+
+// notReadySince restates docs/flux-semantics.md rule 12 over one state of
+// an object, as the exporter reads it when it has seen no earlier state:
+// the earliest transition of a condition that says it is failing, or a
+// failed Kustomization history entry's firstReconciled.
+func notReadySince(u *unstructured.Unstructured) (time.Time, bool) {
+	ready := conditionOf(u, "Ready")
+	if ready.status == "True" || (!ready.ok && staticObject(u)) {
+		return time.Time{}, false
+	}
+	var since time.Time
+	earlier := func(t time.Time) {
+		if !t.IsZero() && (since.IsZero() || t.Before(since)) {
+			since = t
+		}
+	}
+	for typ, failing := range map[string]string{"Ready": "", "Reconciling": "True", "Stalled": "True", "FetchFailed": "True",
+		"BuildFailed": "True", "StorageOperationFailed": "True", "IncludeUnavailable": "True", "SourceVerified": "False"} {
+		c := conditionOf(u, typ)
+		if c.ok && (c.status == failing || failing == "" && c.status != "True") {
+			earlier(c.since)
+		}
+	}
+	history, _, _ := unstructured.NestedSlice(u.Object, "status", "history")
+	if len(history) > 0 {
+		h, _ := history[0].(map[string]any)
+		if st, _ := h["lastReconciledStatus"].(string); st != "" && st != "ReconciliationSucceeded" {
+			first, _ := h["firstReconciled"].(string)
+			t, _ := time.Parse(time.RFC3339, first)
+			earlier(t)
+		}
+	}
+	return since, !since.IsZero()
+}
+
+// deadline restates flux_resource_timeout_seconds.
+func deadline(u *unstructured.Unstructured) time.Duration {
+	parse := func(path ...string) (time.Duration, bool) {
+		s, _, _ := unstructured.NestedString(u.Object, path...)
+		d, err := time.ParseDuration(s)
+		return d, s != "" && err == nil
+	}
+	switch u.GetKind() {
+	case "Kustomization":
+		if d, ok := parse("spec", "timeout"); ok {
+			return d
+		}
+		d, _ := parse("spec", "interval")
+		return max(d-30*time.Second, 30*time.Second)
+	case "HelmRelease":
+		best, found := time.Duration(0), false
+		for _, p := range []string{"", "install", "upgrade", "test", "rollback", "uninstall"} {
+			path := []string{"spec", p, "timeout"}
+			if p == "" {
+				path = []string{"spec", "timeout"}
+			}
+			if d, ok := parse(path...); ok && (!found || d > best) {
+				best, found = d, true
+			}
+		}
+		if !found {
+			return 5 * time.Minute
+		}
+		return best
+	}
+	return 0
 }
 
 // requireMixinStates checks that the generated fleet holds every state the
@@ -914,15 +994,20 @@ func objectAlerts(u *unstructured.Unstructured, now time.Time) []string {
 	failingFor := func(c condition) bool { return !c.since.IsZero() && now.Sub(c.since) > fetchFailingThreshold }
 	failures, _, _ := unstructured.NestedInt64(u.Object, "status", "failures")
 	hr := u.GetKind() == "HelmRelease"
+	since, notReady := notReadySince(u)
+	notReadyFor := now.Sub(since)
+	deleting := u.GetDeletionTimestamp() != nil
 	for alert, fires := range map[string]bool{
-		"FluxResourceNotReady":           !suspended && ready.ok && ready.status != "True" && ready.reason != "DependencyNotReady",
+		"FluxResourceNotReady":           !suspended && ready.ok && notReady && ready.reason != "DependencyNotReady" && notReadyFor > max(15*time.Minute, deadline(u)),
 		"FluxResourceStalled":            !suspended && stalled.status == "True",
-		"FluxSourceFetchFailing":         !suspended && (sourceKinds[u.GetKind()] && ready.status == "False" && failingFor(ready) || fetch.status == "True" && failingFor(fetch)),
-		"FluxGenerationNotObserved":      !suspended && generationNotObserved(u),
+		"FluxSourceFetchFailing":         !suspended && (sourceKinds[u.GetKind()] && notReady && notReadyFor > fetchFailingThreshold || fetch.status == "True" && failingFor(fetch)),
+		"FluxGenerationNotObserved":      !suspended && !deleting && generationNotObserved(u),
 		"FluxResourceDependencyNotReady": !suspended && ready.status == "False" && ready.reason == "DependencyNotReady",
 		"FluxResourceSuspendedTooLong":   suspended,
-		"FluxHelmReleaseFailing":         !suspended && hr && failures > 0,
-		"FluxHelmReleaseRolledBack":      rolledBack(u),
+		"FluxResourceDeletionStuck":      deleting && now.Sub(u.GetDeletionTimestamp().Time) > max(15*time.Minute, deadline(u)),
+		"FluxHelmReleaseFailing":         !suspended && hr && failures > 0 && notReady && notReadyFor > 5*time.Minute,
+		"FluxHelmReleaseRolledBack":      rolledBack(u) && ready.status != "True",
+		"FluxHelmReleaseUninstalled":     !suspended && uninstalled(u) && ready.status != "True",
 		"FluxHelmReleaseDrifted":         hr && (conditionOf(u, "Drifted").status == "True" || hasConditionReason(u, "DriftDetected")),
 	} {
 		if fires {
@@ -932,15 +1017,19 @@ func objectAlerts(u *unstructured.Unstructured, now time.Time) []string {
 	return out
 }
 
+// staticObject tells the objects their controller never gives a status.
+func staticObject(u *unstructured.Unstructured) bool {
+	typ, _, _ := unstructured.NestedString(u.Object, "spec", "type")
+	return u.GetKind() == "Alert" || u.GetKind() == "Provider" || (u.GetKind() == "HelmRepository" && typ == "oci")
+}
+
 // generationNotObserved restates FluxGenerationNotObserved's condition: no
 // controller has written Ready for the current generation, or, for a kind
 // that gets a status at all, has written no Ready yet.
 func generationNotObserved(u *unstructured.Unstructured) bool {
 	ready := conditionOf(u, "Ready")
 	if !ready.ok {
-		typ, _, _ := unstructured.NestedString(u.Object, "spec", "type")
-		static := u.GetKind() == "Alert" || u.GetKind() == "Provider" || (u.GetKind() == "HelmRepository" && typ == "oci")
-		return !static
+		return !staticObject(u)
 	}
 	return ready.generation != 0 && ready.generation < u.GetGeneration()
 }
@@ -1033,9 +1122,18 @@ func (p *prometheusServer) checkRuleHealth(t *testing.T) {
 
 // checkAlertExprs runs every alert's expression as an instant query.
 func (p *prometheusServer) checkAlertExprs(t *testing.T, rules ruleFile) {
-	// The one alert no cluster state can raise (see expectedAlerts): its
-	// expression must parse and stay empty while the series it reads exist.
-	silent := map[string]string{"FluxExporterCollectorFailing": `flux_exporter_collector_success`}
+	// Alerts this cluster cannot raise: their expressions must parse and
+	// stay empty while the series they read exist. No cluster state raises
+	// FluxExporterCollectorFailing (see expectedAlerts); a deletion must be
+	// pending 15 minutes, longer than this test, before
+	// FluxResourceDeletionStuck fires; and the fleet has no HelmRelease
+	// remediated by an uninstall. TestAlertTimelines proves the last two
+	// fire (kustomization-deletion, helm-install-uninstall-remediation).
+	silent := map[string]string{
+		"FluxExporterCollectorFailing": `flux_exporter_collector_success`,
+		"FluxResourceDeletionStuck":    `flux_resource_info{kind="Kustomization"}`,
+		"FluxHelmReleaseUninstalled":   `flux_helmrelease_info`,
+	}
 	var n int
 	eventually(t, 30*time.Second, func() error {
 		var problems []string
