@@ -127,6 +127,21 @@ func (e *event) revision() string {
 	return e.Metadata["revision"]
 }
 
+// originRevision returns the revision of the origin the applied artifact was
+// built from: kustomize-controller sends it as
+// kustomize.toolkit.fluxcd.io/originRevision (kustomization_controller.go
+// event, eventv1.MetaOriginRevisionKey), and notification-controller
+// prefers it for commit statuses. Both spellings are accepted, as for
+// revision.
+func (e *event) originRevision() string {
+	if g := e.InvolvedObject.group(); g != "" {
+		if r, ok := e.Metadata[g+"/originRevision"]; ok {
+			return r
+		}
+	}
+	return e.Metadata["originRevision"]
+}
+
 // verifySignature checks an X-Signature value of the form <alg>=<hex HMAC of
 // body>, as notification-controller's internal/notifier/forwarder.go sets
 // it. The signature must match the HMAC under one of keys (see readKey).

@@ -82,10 +82,10 @@ flux_event_last_timestamp_seconds{exported_namespace="apps",kind="HelmRelease",n
 flux_event_last_timestamp_seconds{exported_namespace="apps",kind="Kustomization",name="webapp",severity="error"} %[2]d
 flux_event_last_timestamp_seconds{exported_namespace="apps",kind="Kustomization",name="webapp",severity="info"} %[1]d
 flux_event_last_timestamp_seconds{exported_namespace="flux-system",kind="GitRepository",name="flux-system",severity="info"} %[1]d
-# HELP flux_event_revision_info Newest source revision named in a Flux event for the object; the value is always 1.
+# HELP flux_event_revision_info Newest source revision named in a Flux event for the object, with the origin revision the same event named (originRevision metadata: the Git commit an OCI artifact was built from), empty when it named none; the value is always 1.
 # TYPE flux_event_revision_info gauge
-flux_event_revision_info{exported_namespace="apps",kind="Kustomization",name="webapp",revision="main@sha1:bbbb"} 1
-flux_event_revision_info{exported_namespace="flux-system",kind="GitRepository",name="flux-system",revision="main@sha1:cccc"} 1
+flux_event_revision_info{exported_namespace="apps",kind="Kustomization",name="webapp",origin_revision="",revision="main@sha1:bbbb"} 1
+flux_event_revision_info{exported_namespace="flux-system",kind="GitRepository",name="flux-system",origin_revision="",revision="main@sha1:cccc"} 1
 # HELP flux_events_requests_total Total number of requests to the Flux events webhook, by HTTP status code of the answer.
 # TYPE flux_events_requests_total counter
 flux_events_requests_total{code="202"} 6
@@ -105,15 +105,15 @@ flux_events_dropped_total{cause="max_series"} 0
 	// A newer event moves the revision and the timestamp forward.
 	t3 := t2.Add(time.Minute)
 	newer := kustomizationEvent("webapp", "info", "ReconciliationSucceeded", t3,
-		map[string]string{"kustomize.toolkit.fluxcd.io/revision": "main@sha1:dddd"})
+		map[string]string{"kustomize.toolkit.fluxcd.io/revision": "main@sha1:dddd", "kustomize.toolkit.fluxcd.io/originRevision": "v1.2.0@sha1:eeee"})
 	if code := s.postSigned(t, newer, "sha256", key); code != http.StatusAccepted {
 		t.Fatalf("newer event: got %d", code)
 	}
 	wantRev := `
-# HELP flux_event_revision_info Newest source revision named in a Flux event for the object; the value is always 1.
+# HELP flux_event_revision_info Newest source revision named in a Flux event for the object, with the origin revision the same event named (originRevision metadata: the Git commit an OCI artifact was built from), empty when it named none; the value is always 1.
 # TYPE flux_event_revision_info gauge
-flux_event_revision_info{exported_namespace="apps",kind="Kustomization",name="webapp",revision="main@sha1:dddd"} 1
-flux_event_revision_info{exported_namespace="flux-system",kind="GitRepository",name="flux-system",revision="main@sha1:cccc"} 1
+flux_event_revision_info{exported_namespace="apps",kind="Kustomization",name="webapp",origin_revision="v1.2.0@sha1:eeee",revision="main@sha1:dddd"} 1
+flux_event_revision_info{exported_namespace="flux-system",kind="GitRepository",name="flux-system",origin_revision="",revision="main@sha1:cccc"} 1
 `
 	if err := testutil.CollectAndCompare(s.r, strings.NewReader(wantRev), "flux_event_revision_info"); err != nil {
 		t.Fatal(err)

@@ -20,8 +20,8 @@ var (
 	)
 	revisionInfoDesc = prometheus.NewDesc(
 		prometheus.BuildFQName("flux", "event", "revision_info"),
-		"Newest source revision named in a Flux event for the object; the value is always 1.",
-		[]string{"kind", "name", "exported_namespace", "revision"}, nil,
+		"Newest source revision named in a Flux event for the object, with the origin revision the same event named (originRevision metadata: the Git commit an OCI artifact was built from), empty when it named none; the value is always 1.",
+		[]string{"kind", "name", "exported_namespace", "revision", "origin_revision"}, nil,
 	)
 	requestsTotalDesc = prometheus.NewDesc(
 		prometheus.BuildFQName("flux", "events", "requests_total"),
@@ -54,8 +54,10 @@ type objectState struct {
 	last         map[string]time.Time // by severity
 	revision     string
 	revisionTime time.Time
-	absentSince  time.Time // zero unless the cache reports the object deleted
-	lastReceived time.Time // receipt of the newest accepted event, by r.now
+	// originRevision came with revision, in the same event.
+	originRevision string
+	absentSince    time.Time // zero unless the cache reports the object deleted
+	lastReceived   time.Time // receipt of the newest accepted event, by r.now
 }
 
 func (s *objectState) series() int {
@@ -117,7 +119,7 @@ func (r *Receiver) record(e *event, controller string, received time.Time) {
 	// Retried or reordered deliveries must not roll the revision back; at
 	// equal (second-precision) timestamps the later delivery wins.
 	if rev != "" && (st.revision == "" || !ts.Before(st.revisionTime)) {
-		st.revision, st.revisionTime = rev, ts
+		st.revision, st.revisionTime, st.originRevision = rev, ts, e.originRevision()
 	}
 }
 
@@ -208,7 +210,7 @@ func (r *Receiver) Collect(ch chan<- prometheus.Metric) {
 			add(lastTimestampDesc, prometheus.GaugeValue, float64(ts.UnixNano())/1e9, k.kind, k.name, k.namespace, sev)
 		}
 		if st.revision != "" {
-			add(revisionInfoDesc, prometheus.GaugeValue, 1, k.kind, k.name, k.namespace, st.revision)
+			add(revisionInfoDesc, prometheus.GaugeValue, 1, k.kind, k.name, k.namespace, st.revision, st.originRevision)
 		}
 	}
 	for code, n := range r.requests {

@@ -139,9 +139,9 @@ func TestSeriesTTL(t *testing.T) {
 	}
 
 	want := `
-# HELP flux_event_revision_info Newest source revision named in a Flux event for the object; the value is always 1.
+# HELP flux_event_revision_info Newest source revision named in a Flux event for the object, with the origin revision the same event named (originRevision metadata: the Git commit an OCI artifact was built from), empty when it named none; the value is always 1.
 # TYPE flux_event_revision_info gauge
-flux_event_revision_info{exported_namespace="apps",kind="Kustomization",name="kept",revision="main@sha1:kept"} 1
+flux_event_revision_info{exported_namespace="apps",kind="Kustomization",name="kept",origin_revision="",revision="main@sha1:kept"} 1
 `
 	if err := testutil.CollectAndCompare(s.r, strings.NewReader(want), "flux_event_revision_info"); err != nil {
 		t.Fatal(err)
