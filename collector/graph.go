@@ -24,7 +24,7 @@ var (
 	dependentsFamily = perObject("resource_dependents",
 		"How many Flux objects depend on this one, directly or through others, by references that can block them (every relation but event_source and resource): the blast radius of its failure. Only when sharding is off.")
 	rootCauseFamily = perObject("resource_root_cause_info",
-		"For a Flux object that is not Ready and is blocked by a referenced object (one that is missing, or not Ready and, for a source, without an artifact), the most upstream such object: follow the references that block to an object none of whose references block, or to a missing object (docs/flux-semantics.md, rule 10). One series per root; in a cycle with nothing failing upstream, the other members of the cycle are the roots. Only when sharding is off. Value is always 1.",
+		"For a Flux object that is not Ready and is blocked by a referenced object (one that is missing, or not Ready and, for a source, without an artifact; for a HelmRelease's chart, also Stalled or behind its generation, as helm-controller waits then), the most upstream such object: follow the references that block to an object none of whose references block, or to a missing object (docs/flux-semantics.md, rule 10). One series per root; in a cycle with nothing failing upstream, the other members of the cycle are the roots. Only when sharding is off. Value is always 1.",
 		"root_kind", "root_name", "root_namespace")
 )
 
@@ -54,12 +54,11 @@ type graph struct {
 	missingOf [][]int32
 }
 
-// blockEdge is a blocking reference to vertex to; artifact says the
-// referring controller needs only the referenced source's artifact, not its
-// Ready (relations' artifact).
+// blockEdge is a blocking reference to vertex to; need says what of it the
+// referring controller needs when it is not Ready (relations' need).
 type blockEdge struct {
-	to       int32
-	artifact bool
+	to   int32
+	need sourceNeed
 }
 
 type graphNode struct {
@@ -114,7 +113,7 @@ func newGraph(states []kube.KindState, lookup lookupFunc) *graph {
 				v = int32(len(g.nodes)) + m
 			}
 			if rel := relations[r.relation]; rel.blocks {
-				if e := (blockEdge{v, rel.artifact}); !slices.Contains(g.blocks[i], e) {
+				if e := (blockEdge{v, rel.need}); !slices.Contains(g.blocks[i], e) {
 					g.blocks[i] = append(g.blocks[i], e)
 				}
 			}
@@ -181,9 +180,10 @@ func (g *graph) dependents() []int32 {
 // rootCauses returns, for each node that is not Ready and blocked by a
 // vertex that is not Ready or missing, the most upstream such vertices,
 // sorted. A reference blocks when its object is missing, or is not Ready
-// and, for a reference to a source (relations' artifact), has no artifact
-// either: kustomize-controller and helm-controller go on with a source's
-// last artifact while the source fails (docs/flux-semantics.md, rule 10).
+// and its controller cannot go on without it (relations' need): with no
+// artifact, for kustomize-controller's source; with no artifact, Stalled or
+// its current generation not reconciled, for helm-controller's chart
+// (docs/flux-semantics.md, rule 10).
 // Among the vertices that are not Ready (missing ones included) and the
 // references that block, the strongly connected components are found
 // with Tarjan's algorithm, which emits a component only after every
@@ -194,7 +194,16 @@ func (g *graph) rootCauses() [][]int32 {
 	total := n + len(g.missing)
 	bad := func(v int32) bool { return int(v) >= n || !g.nodes[v].rec.ready }
 	blocking := func(e blockEdge) bool {
-		return bad(e.to) && (!e.artifact || int(e.to) >= n || !g.nodes[e.to].rec.hasArtifact)
+		if !bad(e.to) || int(e.to) >= n {
+			return bad(e.to)
+		}
+		switch rec := g.nodes[e.to].rec; e.need {
+		case needArtifact:
+			return !rec.hasArtifact
+		case needChart:
+			return !rec.chartUsable
+		}
+		return true
 	}
 	next := func(v int32) []blockEdge {
 		if int(v) >= n {

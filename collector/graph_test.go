@@ -122,6 +122,28 @@ func TestGraph(t *testing.T) {
 			roots:      map[string][]string{"Kustomization flux-system/web": {"Kustomization flux-system/apps"}},
 		},
 	}, {
+		// helm-controller v1.6.2 helmrelease_controller.go isReady: a chart
+		// source that is Stalled, or has not reconciled its current
+		// generation, blocks even with an older artifact; one that only
+		// fails to fetch, on a reconciled generation, does not.
+		name: "a HelmRelease's chart blocks while Stalled or behind its generation, though it has an artifact",
+		objects: []string{
+			"kind: HelmChart\nmetadata: {name: stalled, namespace: apps, generation: 2}\nspec: {chart: x}\nstatus: {observedGeneration: 2, artifact: {revision: 1.0.0}, conditions: [{type: Ready, status: \"False\", reason: InvalidChartReference}, {type: Stalled, status: \"True\", reason: InvalidChartReference}]}\n",
+			"kind: HelmChart\nmetadata: {name: behind, namespace: apps, generation: 3}\nspec: {chart: x}\nstatus: {observedGeneration: 2, artifact: {revision: 1.0.0}, conditions: [{type: Ready, status: \"False\", reason: ChartPullError}]}\n",
+			"kind: HelmChart\nmetadata: {name: fetching, namespace: apps, generation: 2}\nspec: {chart: x}\nstatus: {observedGeneration: 2, artifact: {revision: 1.0.0}, conditions: [{type: Ready, status: \"False\", reason: ChartPullError}]}\n",
+			fluxObj("HelmRelease", "apps/a", "False", "{chartRef: {kind: HelmChart, name: stalled}}"),
+			fluxObj("HelmRelease", "apps/b", "False", "{chartRef: {kind: HelmChart, name: behind}}"),
+			fluxObj("HelmRelease", "apps/c", "False", "{chartRef: {kind: HelmChart, name: fetching}}"),
+		},
+		lookup: all,
+		want: graphFacts{
+			dependents: map[string]int{"HelmChart apps/stalled": 1, "HelmChart apps/behind": 1, "HelmChart apps/fetching": 1},
+			roots: map[string][]string{
+				"HelmRelease apps/a": {"HelmChart apps/stalled"},
+				"HelmRelease apps/b": {"HelmChart apps/behind"},
+			},
+		},
+	}, {
 		name: "a dependsOn that names nothing: missing, and the missing object is the root",
 		objects: []string{
 			fluxObj("GitRepository", "apps/repo", "True", "{url: x}"),

@@ -38,6 +38,9 @@ type Record struct {
 	refs        []ref
 	ready       bool
 	hasArtifact bool
+	// chartUsable is whether helm-controller would take a chart from it
+	// (needChart).
+	chartUsable bool
 	graphDigest uint64
 	// delivery holds the object's delivery series (delivery.go), rendered
 	// apart since they change without the object changing.

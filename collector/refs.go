@@ -46,28 +46,43 @@ const (
 // and flux_resource_root_cause_info: an Alert does not stop working because
 // an object it watches fails, nor does a Receiver.
 //
-// artifact marks the references to a source whose controller needs only its
-// artifact: kustomize-controller waits while the source has no artifact
-// (kustomization_controller.go, "Source is not ready, artifact not found"),
-// helm-controller while the chart's source has none or is Stalled
-// (helmrelease_controller.go, isSourceReady), and source-controller while an
-// included repository has none; each goes on with the last artifact while
-// the source fails.
+// need says what of a referenced object that is not Ready the referring
+// object's controller still needs (sourceNeed).
 var relations = [numRelations]struct {
-	name     string
-	blocks   bool
-	artifact bool
+	name   string
+	blocks bool
+	need   sourceNeed
 }{
-	relDependsOn:       {"depends_on", true, false},
-	relSource:          {"source", true, true},
-	relChart:           {"chart", true, true},
-	relImageRepository: {"image_repository", true, false},
-	relProvider:        {"provider", true, false},
-	relEventSource:     {"event_source", false, false},
-	relResource:        {"resource", false, false},
-	relInclude:         {"include", true, true},
-	relInputProvider:   {"input_provider", true, false},
+	relDependsOn:       {"depends_on", true, needReady},
+	relSource:          {"source", true, needArtifact},
+	relChart:           {"chart", true, needChart},
+	relImageRepository: {"image_repository", true, needReady},
+	relProvider:        {"provider", true, needReady},
+	relEventSource:     {"event_source", false, needReady},
+	relResource:        {"resource", false, needReady},
+	relInclude:         {"include", true, needArtifact},
+	relInputProvider:   {"input_provider", true, needReady},
 }
+
+// sourceNeed is when a referenced object that is not Ready blocks.
+type sourceNeed uint8
+
+const (
+	// needReady: it blocks whenever it is not Ready.
+	needReady sourceNeed = iota
+	// needArtifact: kustomize-controller waits while the source has no
+	// artifact (kustomization_controller.go, "Source artifact not found"),
+	// and source-controller while an included repository has none; both go
+	// on with the last artifact while the source fails.
+	needArtifact
+	// needChart: helm-controller v1.6.2 (helmrelease_controller.go
+	// isSourceReady, isReady) waits while the chart's source has not
+	// reconciled its current generation (status.observedGeneration), is
+	// Stalled, or has no artifact; an ExternalArtifact only needs its
+	// artifact. A HelmChart that is Stalled, or failing on a new spec, still
+	// blocks with an older artifact.
+	needChart
+)
 
 func (r relation) String() string { return relations[r].name }
 
@@ -179,6 +194,7 @@ func (w *recordWriter) readRefs(kind, ready string) {
 	rec, r := w.rec, w.r
 	rec.ready = ready == "True"
 	_, rec.hasArtifact = r.lookup(artifactPath)
+	rec.chartUsable = rec.hasArtifact && (kind == "ExternalArtifact" || r.servesCharts())
 	for _, s := range parsedRefSpecs[kind] {
 		if s.onlyWith != nil {
 			if _, ok := r.lookup(s.onlyWith); !ok {
@@ -209,6 +225,22 @@ func (w *recordWriter) readRefs(kind, ready string) {
 	rec.graphDigest = graphDigestOf(kind, rec)
 }
 
+// servesCharts is helm-controller's isReady over a chart source that has an
+// artifact: its current generation reconciled and not Stalled.
+func (r *reader) servesCharts() bool {
+	gen, _ := r.num("metadata", "generation")
+	observed, ok := r.num("status", "observedGeneration")
+	if !ok || gen != observed {
+		return false
+	}
+	for _, c := range r.conditions() {
+		if c.typ == "Stalled" && c.status == "True" {
+			return false
+		}
+	}
+	return true
+}
+
 // artifactPath is where a source keeps its artifact.
 var artifactPath = parsePath("status.artifact")
 
@@ -224,7 +256,7 @@ func graphDigestOf(kind string, rec *Record) uint64 {
 		h.WriteString(s)
 		h.WriteByte(0)
 	}
-	h.WriteByte(boolByte(rec.ready)<<1 | boolByte(rec.hasArtifact))
+	h.WriteByte(boolByte(rec.ready)<<2 | boolByte(rec.hasArtifact)<<1 | boolByte(rec.chartUsable))
 	for _, r := range rec.refs {
 		for _, s := range []string{r.kind, r.namespace, r.name} {
 			h.WriteString(s)
