@@ -13,7 +13,7 @@ import (
 
 var (
 	notReadySinceFamily = perObject("resource_not_ready_since_timestamp_seconds",
-		"While a Flux object is not Ready, when it stopped being Ready, in Unix seconds: the earliest lastTransitionTime of Ready (not True), Reconciling and Stalled (True) and the source failure conditions (FetchFailed, BuildFailed, StorageOperationFailed, IncludeUnavailable True; SourceVerified False), or a Kustomization's failed history entry's firstReconciled, kept across updates of the same object. The controllers keep Reconciling True from the first failed attempt to the next success, while every retry's Ready=Unknown step moves Ready's own lastTransitionTime, so this, not Ready's transition, is how long an object has been failing. Absent while the object is Ready, and for an object never reconciled, which nothing dates.")
+		"While a Flux object is not Ready, when it stopped being Ready, in Unix seconds: the earliest lastTransitionTime of Ready (not True), Reconciling and Stalled (True) and the source failure conditions (FetchFailed, BuildFailed, StorageOperationFailed, IncludeUnavailable True; SourceVerified False), or a Kustomization's failed history entry's firstReconciled, kept across updates of the same object. The controllers write Ready=Unknown at the start of a retry and change Reconciling's reason, which moves both conditions' lastTransitionTime at every attempt, so this, not Ready's transition, is how long an object has been failing. Absent while the object is Ready, and for an object never reconciled, which nothing dates.")
 	timeoutFamily = perObject("resource_timeout_seconds",
 		"The longest one reconcile attempt may take before the controller fails it, in seconds: a Kustomization's spec.timeout (default spec.interval less 30s, at least 30s), the largest of a HelmRelease's spec.timeout (default 5m), install, upgrade, test, rollback and uninstall timeouts. Ready=Unknown within it is progress, not failure.")
 	deletionFamily = perObject("resource_deletion_timestamp_seconds",
@@ -25,11 +25,14 @@ var (
 
 // failureAnchors are the condition types whose lastTransitionTime marks
 // the start of a failure that is still going on, with the status that
-// means failing. Ready's own is moved by every retry's Ready=Unknown step;
-// Reconciling stays True from the first failed attempt until the next
-// success (fluxcd/pkg runtime/conditions Set keeps lastTransitionTime while
-// the status does not change), and the source failure conditions stay set
-// across retries of the same failure. Conditions that may outlive a
+// means failing. fluxcd/pkg runtime/conditions Set keeps a condition's
+// lastTransitionTime only while its status, reason and message all stay
+// the same: Ready's is moved by every retry's Ready=Unknown step and
+// Reconciling's by its reason turning Progressing and back to
+// ProgressingWithRetry, so they date only the latest attempt; a source's
+// failure conditions keep theirs while the same error repeats, and so date
+// the failure. The earliest of them is never later than the failure's
+// start as far as the object shows it. Conditions that may outlive a
 // recovery, such as HelmRelease TestSuccess under test.ignoreFailures or
 // Remediated, are left out: a stale one would date a new failure too early.
 var failureAnchors = map[string]string{
@@ -46,7 +49,7 @@ var failureAnchors = map[string]string{
 // notReadySince is when an object that is not Ready stopped being Ready
 // (notReadySinceFamily); ok is false when it is Ready or nothing dates it.
 // history is a Kustomization's newest status.history entry's
-// firstReconciled when that entry records a failure, else 0: fluxcd/pkg
+// firstReconciled when that entry records a failure: fluxcd/pkg
 // apis/meta History.Upsert keeps firstReconciled while the same digest
 // keeps failing with the same status, which no condition does for
 // kustomize-controller (it rewrites Ready and Reconciling on every
