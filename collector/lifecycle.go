@@ -31,10 +31,11 @@ var (
 // Reconciling's by its reason turning Progressing and back to
 // ProgressingWithRetry, so they date only the latest attempt; a source's
 // failure conditions keep theirs while the same error repeats, and so date
-// the failure. The earliest of them is never later than the failure's
-// start as far as the object shows it. Conditions that may outlive a
-// recovery, such as HelmRelease TestSuccess under test.ignoreFailures or
-// Remediated, are left out: a stale one would date a new failure too early.
+// the failure. None of them is older than the failure it belongs to, so
+// the earliest is the best date the object shows. Conditions that may
+// outlive a recovery, such as HelmRelease TestSuccess under
+// test.ignoreFailures or Remediated, are left out: a stale one would date a
+// new failure too early.
 var failureAnchors = map[string]string{
 	"Ready":                  "", // any status but True
 	"Reconciling":            "True",
