@@ -26,7 +26,6 @@ import (
 	"text/template"
 	"time"
 
-	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/model"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -462,10 +461,10 @@ func seriesOf(sc scrape, ns string, at duration, firstSeen map[string]float64) m
 			if l["exported_namespace"] != ns {
 				continue
 			}
-			v, ok := sampleOf(m)
-			if !ok {
-				continue
+			if m.Histogram != nil || m.Summary != nil {
+				continue // no shipped alert reads a per-object histogram
 			}
+			v := sampleValue(m)
 			l["job"], l["instance"] = timelineJob, timelineInstance
 			sel := selector(name, l)
 			if serverTimes[name] {
@@ -479,18 +478,6 @@ func seriesOf(sc scrape, ns string, at duration, firstSeen map[string]float64) m
 		}
 	}
 	return out
-}
-
-func sampleOf(m *dto.Metric) (float64, bool) {
-	switch {
-	case m.Gauge != nil:
-		return m.GetGauge().GetValue(), true
-	case m.Counter != nil:
-		return m.GetCounter().GetValue(), true
-	case m.Untyped != nil:
-		return m.GetUntyped().GetValue(), true
-	}
-	return 0, false // histograms: no shipped alert reads a per-object one
 }
 
 func selector(name string, l map[string]string) string {
