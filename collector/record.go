@@ -110,7 +110,7 @@ func decodeWith(tr *deliveryTracker, k kube.Kind, u *unstructured.Unstructured, 
 	w.add(resourceInfoFamily, 1, r.str("metadata", "uid"), ready, reason, conditionBool(suspended),
 		r.label(spec.revision), r.label(spec.sourceName), redactURL(r.label(spec.url)), r.label(spec.ref), r.label(spec.path))
 	w.add(suspendedFamily, boolValue(suspended))
-	w.readRefs(k.Kind, ready)
+	w.readRefs(k.Kind, ready, conds)
 	if rev := r.str("status", "lastAttemptedRevision"); rev != "" {
 		w.add(attemptedRevisionFamily, 1, rev)
 	}

@@ -190,11 +190,11 @@ var parsedRefSpecs = func() map[string][]parsedRefSpec {
 // flux_resource_dependency_info series. Faulty references are skipped and
 // counted like any faulty field; a reference repeated with the same
 // relation is kept once.
-func (w *recordWriter) readRefs(kind, ready string) {
+func (w *recordWriter) readRefs(kind, ready string, conds []condition) {
 	rec, r := w.rec, w.r
 	rec.ready = ready == "True"
 	_, rec.hasArtifact = r.lookup(artifactPath)
-	rec.chartUsable = rec.hasArtifact && (kind == "ExternalArtifact" || r.servesCharts())
+	rec.chartUsable = rec.hasArtifact && (kind == "ExternalArtifact" || r.servesCharts(conds))
 	for _, s := range parsedRefSpecs[kind] {
 		if s.onlyWith != nil {
 			if _, ok := r.lookup(s.onlyWith); !ok {
@@ -226,14 +226,15 @@ func (w *recordWriter) readRefs(kind, ready string) {
 }
 
 // servesCharts is helm-controller's isReady over a chart source that has an
-// artifact: its current generation reconciled and not Stalled.
-func (r *reader) servesCharts() bool {
+// artifact: its current generation reconciled and not Stalled (conds are
+// the object's conditions, as Decode read them).
+func (r *reader) servesCharts(conds []condition) bool {
 	gen, _ := r.num("metadata", "generation")
 	observed, ok := r.num("status", "observedGeneration")
 	if !ok || gen != observed {
 		return false
 	}
-	for _, c := range r.conditions() {
+	for _, c := range conds {
 		if c.typ == "Stalled" && c.status == "True" {
 			return false
 		}

@@ -451,11 +451,8 @@ func (w *Watcher) start(k Kind, sharding Sharding) (*kindWatch, error) {
 func (w *Watcher) transformObject(kw *kindWatch, store cache.Store, u *unstructured.Unstructured) any {
 	k := kw.kind
 	var prev metav1.ObjectMetaAccessor
-	key := u.GetName()
-	if ns := u.GetNamespace(); ns != "" {
-		key = ns + "/" + key
-	}
-	if old, ok, _ := store.GetByKey(key); ok {
+	// The store keys u as it keys the record it holds.
+	if old, ok, _ := store.Get(u); ok {
 		prev, _ = old.(metav1.ObjectMetaAccessor)
 	}
 	rec, errs := w.opts.Transform(k, u, prev)
