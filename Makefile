@@ -5,7 +5,7 @@ PROMTOOL  ?= promtool
 export GOTOOLCHAIN := local
 
 .PHONY: all build test check-tools test-unit test-e2e test-race-harness fuzz lint vet fmt checkrules checkmetrics \
-        lint-dashboards bench bench-100k demo tools clean deploy-generate image-binary
+        lint-dashboards bench bench-100k demo tools flux-controllers clean deploy-generate image-binary
 
 all: lint test build
 
@@ -35,7 +35,7 @@ test-race-harness:
 	cd sandbox && $(GO) test -race -count=1 ./apiserver/
 
 ## test-e2e: the sandbox module: fleet, sandbox command and end-to-end tests against real API servers.
-test-e2e: $(BIN)/helm $(BIN)/flux
+test-e2e: $(BIN)/helm $(BIN)/flux $(BIN)/notification-controller
 	cd sandbox && PATH="$(BIN):$$PATH" $(GO) test -count=1 -timeout 30m ./...
 
 vet:
@@ -74,7 +74,16 @@ bench-100k: $(BIN)/kube-state-metrics
 demo:
 	./scripts/demo.sh
 
-tools: $(BIN)/promu $(BIN)/helm $(BIN)/flux $(BIN)/dashboard-linter $(BIN)/kube-state-metrics
+tools: $(BIN)/promu $(BIN)/helm $(BIN)/flux $(BIN)/dashboard-linter $(BIN)/kube-state-metrics $(BIN)/notification-controller
+
+## flux-controllers: the four real Flux controllers pinned in
+## tools/flux-controllers/go.mod. make test needs only notification-controller
+## (the live webhook test); the others take minutes each to build.
+flux-controllers: $(BIN)/source-controller $(BIN)/kustomize-controller $(BIN)/helm-controller $(BIN)/notification-controller
+
+# A real Flux controller built from its module (tools/flux-controllers/README.md).
+$(BIN)/source-controller $(BIN)/kustomize-controller $(BIN)/helm-controller $(BIN)/notification-controller: tools/flux-controllers/go.mod tools/flux-controllers/build.sh
+	GO="$(GO)" sh tools/flux-controllers/build.sh $(notdir $@) $@
 
 $(BIN)/promu: tools/promu/go.mod
 	cd tools/promu && $(GO) build -o $@ github.com/prometheus/promu

@@ -29,9 +29,12 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/klog/v2"
 
 	"github.com/flux-exporter/flux_exporter/collector"
+	"github.com/flux-exporter/flux_exporter/dispatch"
 	"github.com/flux-exporter/flux_exporter/events"
 	"github.com/flux-exporter/flux_exporter/kube"
 	"github.com/flux-exporter/flux_exporter/web"
@@ -69,6 +72,7 @@ type config struct {
 	labelsAllowlist    *string
 	annotsAllowlist    *string
 	gotkResourceInfo   *bool
+	dispatchFailures   *bool
 	log                promslog.Config
 }
 
@@ -112,6 +116,7 @@ func newApp() (*kingpin.Application, *config) {
 	c.metricDenylist = app.Flag("metric-denylist", "Comma-separated regular expressions over metric family names; the families any of them matches are not exported, as kube-state-metrics' flag. Mutually exclusive with --metric-allowlist.").Default("").String()
 	c.labelsAllowlist = app.Flag("metric-labels-allowlist", "Kubernetes label keys to export on flux_resource_labels, each as label_ and the sanitized key, per resource, in kube-state-metrics' syntax: resource=[key,...],... (e.g. kustomizations=[team,app.kubernetes.io/part-of]). A resource is a Flux kind's lower-case plural; * names every kind and then overrides the other entries; [*] takes every label. Kinds it does not name get no series.").Default("").String()
 	c.annotsAllowlist = app.Flag("metric-annotations-allowlist", "Kubernetes annotation keys to export on flux_resource_annotations, each as annotation_ and the sanitized key, in the syntax of --metric-labels-allowlist.").Default("").String()
+	c.dispatchFailures = app.Flag("notifications.dispatch-failures", "Count the notifications notification-controller fails to deliver, from the NotificationDispatchFailed Events it records on Alerts (flux_notification_dispatch_failures_total). Needs list and watch on events; --no-notifications.dispatch-failures turns it off.").Default("true").Bool()
 	c.gotkResourceInfo = app.Flag("compat.gotk-resource-info", "Also export gotk_resource_info as the kube-state-metrics configuration of fluxcd/flux2-monitoring-example does, for Flux's official Grafana dashboards (docs/compat.md).").Default("false").Bool()
 	collector.RegisterFlags(app)
 	promslogflag.AddFlags(app, &c.log)
@@ -302,6 +307,12 @@ func run(args []string) int {
 			}()
 		}
 	}
+	if *c.dispatchFailures {
+		if err := startDispatch(ctx, c, cfg, watcher, static, logger.With("component", "dispatch")); err != nil {
+			logger.Error("Cannot watch notification dispatch failures; grant list and watch on events, or pass --no-notifications.dispatch-failures", "err", err)
+			return 1
+		}
+	}
 	var instrument prometheus.Registerer
 	if !*c.disableExpMets {
 		static.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -332,6 +343,44 @@ func run(args []string) int {
 	}
 	logger.Info("Shut down cleanly")
 	return 0
+}
+
+// startDispatch registers the dispatch failure counts when the API server
+// serves core/v1 Events, and says so in the log when it does not.
+func startDispatch(ctx context.Context, c *config, cfg *rest.Config, w *kube.Watcher, reg prometheus.Registerer, logger *slog.Logger) error {
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return fmt.Errorf("creating the Kubernetes client: %w", err)
+	}
+	served, err := dispatch.Served(client)
+	if err != nil {
+		return err
+	}
+	if !served {
+		logger.Info("The API server serves no core/v1 Events; flux_notification_dispatch_failures_total is not exported")
+		return nil
+	}
+	excluded := splitList(*c.excludeNS)
+	d, err := dispatch.New(dispatch.Config{
+		Client:     client,
+		Namespaces: splitList(*c.namespaces),
+		Watches:    func(ns string) bool { return !slices.Contains(excluded, ns) },
+		Provider: func(ns, alert string) string {
+			rec, _ := w.Get("Alert", ns, alert)
+			return collector.AlertProvider(rec)
+		},
+		Exists: w.Exists,
+	})
+	if err != nil {
+		return err
+	}
+	reg.MustRegister(d)
+	go func() {
+		if err := d.Start(ctx); err != nil && ctx.Err() == nil {
+			logger.Error("Dispatch failure Events never listed", "err", err)
+		}
+	}()
+	return nil
 }
 
 // validateSharding checks the sharding flags together: --shard within

@@ -18,6 +18,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/flux-exporter/flux_exporter/collector"
+	"github.com/flux-exporter/flux_exporter/dispatch"
 	"github.com/flux-exporter/flux_exporter/events"
 	"github.com/flux-exporter/flux_exporter/kube"
 )
@@ -95,7 +96,7 @@ func checkGenerated(t *testing.T, path, begin, end, want, test string) {
 
 // allDescs gathers the descriptors of everything the binary registers.
 func allDescs(t *testing.T) []*prometheus.Desc {
-	out := collector.Descs()
+	out := append(collector.Descs(), dispatch.Descs()...)
 	receiver, err := events.New(events.Config{AllowUnsigned: true})
 	if err != nil {
 		t.Fatal(err)

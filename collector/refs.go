@@ -363,3 +363,18 @@ var kindNames = func() map[string]string {
 var dependencyInfoFamily = perObject("resource_dependency_info",
 	"A reference from this Flux object to another one, read from the object's spec or status (docs/flux-semantics.md, rule 10): relation is depends_on (spec.dependsOn), source (a sourceRef), chart (spec.chartRef, or the HelmChart helm-controller made, status.helmChart), image_repository, provider, event_source, resource, include or input_provider (a ResourceSet's spec.inputsFrom); a namespace the reference leaves out is the object's own. Value is always 1.",
 	"dependency_kind", "dependency_name", "dependency_namespace", "relation")
+
+// AlertProvider is the name of the Provider an Alert's record references
+// (spec.providerRef.name), or "" when rec is not an Alert's record.
+func AlertProvider(rec any) string {
+	r, ok := rec.(*Record)
+	if !ok {
+		return ""
+	}
+	for _, x := range r.refs {
+		if x.relation == relProvider {
+			return x.name
+		}
+	}
+	return ""
+}

@@ -622,6 +622,28 @@ func (w *Watcher) Exists(kind, namespace, name string) (exists, watched bool) {
 	return false, watched
 }
 
+// Get returns what the Transform made of a cached object of kind, if the
+// cache holds it.
+func (w *Watcher) Get(kind, namespace, name string) (any, bool) {
+	w.mu.RLock()
+	defer w.mu.RUnlock()
+	for _, kw := range w.kinds {
+		if kw.kind.Kind != kind {
+			continue
+		}
+		key := name
+		if kw.kind.Namespaced {
+			key = namespace + "/" + name
+		}
+		for _, inf := range kw.informers {
+			if obj, ok, _ := inf.GetStore().GetByKey(key); ok {
+				return obj, true
+			}
+		}
+	}
+	return nil, false
+}
+
 // Version counts the changes to what State returns: every add, update and
 // delete an informer delivers (after its store holds it), kinds starting
 // and stopping, and reshards. State read after Version holds at least the

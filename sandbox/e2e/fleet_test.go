@@ -74,6 +74,10 @@ var fleetCannotProduce = []string{
 	// kustomization-deletion holds one stuck in deletion.
 	"flux_resource_deletion_timestamp_seconds",
 	"flux_resource_finalizer_info",
+	// A CRD-only server serves no core/v1 Events; TestNotificationControllerLive
+	// reads these from the real notification-controller's.
+	"flux_notification_dispatch_failures_total",
+	"flux_notification_last_dispatch_failure_timestamp_seconds",
 }
 
 // TestFleetScrape scrapes the real exporter binary over HTTP after the

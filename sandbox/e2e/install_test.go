@@ -72,7 +72,9 @@ func (g grant) String() string {
 // install may grant it: reading the Flux objects and the CRDs that announce
 // their kinds, and the controllers' Deployments and Pods in the Flux
 // namespace; with autosharding (--pod, podNamespace not empty), reading its
-// own Pod and watching its StatefulSet in podNamespace. Adding a rule to an
+// own Pod and watching its StatefulSet in podNamespace; and listing and
+// watching Events, for notification-controller's NotificationDispatchFailed
+// (package dispatch; on by default). Adding a rule to an
 // install without adding it here fails TestInstall.
 func neededGrants(fluxNamespace, podNamespace string) map[grant]bool {
 	out := map[grant]bool{}
@@ -92,6 +94,8 @@ func neededGrants(fluxNamespace, podNamespace string) map[grant]bool {
 	if podNamespace != "" {
 		out[grant{podNamespace, "", "pods", "get"}] = true // its own pod, by name
 	}
+	out[grant{"", "", "events", "list"}] = true
+	out[grant{"", "", "events", "watch"}] = true
 	return out
 }
 

@@ -1129,10 +1129,15 @@ func (p *prometheusServer) checkAlertExprs(t *testing.T, rules ruleFile) {
 	// FluxResourceDeletionStuck fires; and the fleet has no HelmRelease
 	// remediated by an uninstall. TestAlertTimelines proves the last two
 	// fire (kustomization-deletion, helm-install-uninstall-remediation).
+	// No notification-controller runs here to fail a delivery;
+	// TestNotificationControllerLive makes the real one fail and reads the
+	// series FluxNotificationDispatchFailing needs, and
+	// alerts/tests/notifications.yaml tests the rule over them.
 	silent := map[string]string{
-		"FluxExporterCollectorFailing": `flux_exporter_collector_success`,
-		"FluxResourceDeletionStuck":    `flux_resource_info{kind="Kustomization"}`,
-		"FluxHelmReleaseUninstalled":   `flux_helmrelease_info`,
+		"FluxNotificationDispatchFailing": `flux_resource_info{kind="Alert"}`,
+		"FluxExporterCollectorFailing":    `flux_exporter_collector_success`,
+		"FluxResourceDeletionStuck":       `flux_resource_info{kind="Kustomization"}`,
+		"FluxHelmReleaseUninstalled":      `flux_helmrelease_info`,
 	}
 	var n int
 	eventually(t, 30*time.Second, func() error {

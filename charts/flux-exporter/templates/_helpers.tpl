@@ -114,6 +114,7 @@ value here (sandbox/e2e/install_test.go checks against --help). */}}
 {{- $a = append $a (printf "--metric-annotations-allowlist=%s" (join "," .)) -}}
 {{- end -}}
 {{- $a = append $a (include "flux-exporter.boolFlag" (list "compat.gotk-resource-info" $v.compat.gotkResourceInfo)) -}}
+{{- $a = append $a (include "flux-exporter.boolFlag" (list "notifications.dispatch-failures" $v.notifications.dispatchFailures)) -}}
 {{- range $name, $on := $v.collectors -}}
 {{- $a = append $a (include "flux-exporter.boolFlag" (list (printf "collector.%s" $name) $on)) -}}
 {{- end -}}
