@@ -28,6 +28,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -370,6 +371,7 @@ func startDispatch(ctx context.Context, c *config, cfg *rest.Config, w *kube.Wat
 			return collector.AlertProvider(rec)
 		},
 		Exists: w.Exists,
+		Keeps:  func(uid types.UID) bool { return w.Sharding().Keeps(uid) },
 	})
 	if err != nil {
 		return err

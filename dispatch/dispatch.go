@@ -59,6 +59,10 @@ type Config struct {
 	// Exists tells whether the Alert is still there, as kube.Watcher.Exists:
 	// the series of a deleted Alert are dropped.
 	Exists func(kind, namespace, name string) (exists, watched bool)
+	// Keeps tells whether this replica exports the Alert with this UID
+	// (the Event's involvedObject.uid), so that shards split the Alerts as
+	// they split every Flux object; nil keeps all.
+	Keeps func(uid types.UID) bool
 	// Resync is the informers' resync period; 0 disables it.
 	Resync time.Duration
 }
@@ -69,7 +73,7 @@ type key struct{ namespace, alert string }
 
 // failure is the part of an Event the counts need.
 type failure struct {
-	uid              types.UID
+	uid, alertUID    types.UID
 	namespace, alert string
 	count            int32
 	last             time.Time
@@ -137,7 +141,7 @@ func toFailure(obj any) (any, error) {
 		return obj, nil
 	}
 	return &failure{
-		uid: ev.UID, namespace: ev.InvolvedObject.Namespace, alert: ev.InvolvedObject.Name,
+		uid: ev.UID, alertUID: ev.InvolvedObject.UID, namespace: ev.InvolvedObject.Namespace, alert: ev.InvolvedObject.Name,
 		count: max(ev.Count, 1), last: eventTime(ev),
 	}, nil
 }
@@ -168,7 +172,7 @@ func eventTime(ev *corev1.Event) time.Time {
 // process, and counting them would make every restart a burst of failures.
 func (w *Watcher) observe(obj any, initial bool) {
 	f, ok := obj.(*failure)
-	if !ok || (w.cfg.Watches != nil && !w.cfg.Watches(f.namespace)) {
+	if !ok || (w.cfg.Watches != nil && !w.cfg.Watches(f.namespace)) || (w.cfg.Keeps != nil && !w.cfg.Keeps(f.alertUID)) {
 		return
 	}
 	k := key{namespace: f.namespace, alert: f.alert}

@@ -16,7 +16,7 @@ import (
 func ev(uid, ns, alert string, count int32, last int64) *corev1.Event {
 	return &corev1.Event{
 		ObjectMeta:     metav1.ObjectMeta{UID: types.UID(uid), Namespace: ns},
-		InvolvedObject: corev1.ObjectReference{Kind: "Alert", Namespace: ns, Name: alert},
+		InvolvedObject: corev1.ObjectReference{Kind: "Alert", Namespace: ns, Name: alert, UID: types.UID("uid-" + alert)},
 		Reason:         Reason, Count: count, LastTimestamp: metav1.NewTime(time.Unix(last, 0)),
 	}
 }
@@ -61,8 +61,9 @@ flux_notification_last_dispatch_failure_timestamp_seconds{exported_namespace="ap
 flux_notification_dispatch_failures_total{exported_namespace="apps",kind="Alert",name="pager",provider="slack"} 3
 flux_notification_last_dispatch_failure_timestamp_seconds{exported_namespace="apps",kind="Alert",name="pager",provider="slack"} 300
 `},
-		{"excluded namespaces and deleted Alerts leave no series", []step{
+		{"excluded namespaces, other shards' and deleted Alerts leave no series", []step{
 			{op: "add", event: ev("a", "kube-system", "pager", 2, 100)},
+			{op: "add", event: ev("s", "apps", "elsewhere", 2, 100)},
 			{op: "add", event: ev("b", "apps", "gone", 2, 100), deleted: []string{"apps/gone"}},
 		}, ``},
 	} {
@@ -72,6 +73,7 @@ flux_notification_last_dispatch_failure_timestamp_seconds{exported_namespace="ap
 				cfg: Config{
 					Watches:  func(ns string) bool { return ns != "kube-system" },
 					Provider: func(string, string) string { return "slack" },
+					Keeps:    func(uid types.UID) bool { return uid != "uid-elsewhere" },
 					Exists: func(_, ns, name string) (bool, bool) {
 						return !gone[ns+"/"+name], true
 					},
