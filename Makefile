@@ -5,7 +5,7 @@ PROMTOOL  ?= promtool
 export GOTOOLCHAIN := local
 
 .PHONY: all build test check-tools test-unit test-e2e test-race-harness fuzz lint vet fmt checkrules checkmetrics \
-        lint-dashboards bench bench-100k demo tools flux-controllers clean deploy-generate image-binary
+        lint-dashboards bench bench-100k demo tools flux-controllers record-timelines clean deploy-generate image-binary
 
 all: lint test build
 
@@ -80,6 +80,12 @@ tools: $(BIN)/promu $(BIN)/helm $(BIN)/flux $(BIN)/dashboard-linter $(BIN)/kube-
 ## tools/flux-controllers/go.mod. make test needs only notification-controller
 ## (the live webhook test); the others take minutes each to build.
 flux-controllers: $(BIN)/source-controller $(BIN)/kustomize-controller $(BIN)/helm-controller $(BIN)/notification-controller
+
+## record-timelines: record the timelines of sandbox/cmd/flux-record from
+## source-, kustomize- and helm-controller into
+## sandbox/e2e/testdata/recorded (make test replays them; minutes per build).
+record-timelines: $(BIN)/source-controller $(BIN)/kustomize-controller $(BIN)/helm-controller
+	cd sandbox && PATH="$(BIN):$$PATH" $(GO) run ./cmd/flux-record -out e2e/testdata/recorded $(if $(SCENARIO),-scenario $(SCENARIO))
 
 # A real Flux controller built from its module (tools/flux-controllers/README.md).
 $(BIN)/source-controller $(BIN)/kustomize-controller $(BIN)/helm-controller $(BIN)/notification-controller: tools/flux-controllers/go.mod tools/flux-controllers/build.sh

@@ -9,8 +9,10 @@ import (
 	"testing"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/flux-exporter/flux_exporter/sandbox/apiserver"
 	"github.com/flux-exporter/flux_exporter/sandbox/fleet"
@@ -351,8 +353,15 @@ status:
 	// missing object, which is now their root, and nothing of it is left.
 	del := func(id objID) {
 		t.Helper()
-		if err := c.dyn.Resource(gvrs[id.kind]).Namespace(id.namespace).Delete(t.Context(), id.name, metav1.DeleteOptions{}); err != nil {
+		res := c.dyn.Resource(gvrs[id.kind]).Namespace(id.namespace)
+		if err := res.Delete(t.Context(), id.name, metav1.DeleteOptions{}); err != nil {
 			t.Fatalf("delete %s: %v", key(id), err)
+		}
+		// The fleet's objects carry finalizers.fluxcd.io, as the real
+		// controllers add it; their reconcileDelete removes it.
+		_, err := res.Patch(t.Context(), id.name, types.MergePatchType, []byte(`{"metadata":{"finalizers":null}}`), metav1.PatchOptions{})
+		if err != nil && !apierrors.IsNotFound(err) {
+			t.Fatalf("remove the finalizers of %s: %v", key(id), err)
 		}
 	}
 	del(manifests)

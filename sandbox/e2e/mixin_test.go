@@ -1126,9 +1126,8 @@ func (p *prometheusServer) checkAlertExprs(t *testing.T, rules ruleFile) {
 	// stay empty while the series they read exist. No cluster state raises
 	// FluxExporterCollectorFailing (see expectedAlerts); a deletion must be
 	// pending 15 minutes, longer than this test, before
-	// FluxResourceDeletionStuck fires; and the fleet has no HelmRelease
-	// remediated by an uninstall. TestAlertTimelines proves the last two
-	// fire (kustomization-deletion, helm-install-uninstall-remediation).
+	// FluxResourceDeletionStuck fires (TestAlertTimelines proves it does,
+	// kustomization-deletion).
 	// No notification-controller runs here to fail a delivery;
 	// TestNotificationControllerLive makes the real one fail and reads the
 	// series FluxNotificationDispatchFailing needs, and
@@ -1137,7 +1136,6 @@ func (p *prometheusServer) checkAlertExprs(t *testing.T, rules ruleFile) {
 		"FluxNotificationDispatchFailing": `flux_resource_info{kind="Alert"}`,
 		"FluxExporterCollectorFailing":    `flux_exporter_collector_success`,
 		"FluxResourceDeletionStuck":       `flux_resource_info{kind="Kustomization"}`,
-		"FluxHelmReleaseUninstalled":      `flux_helmrelease_info`,
 	}
 	var n int
 	eventually(t, 30*time.Second, func() error {

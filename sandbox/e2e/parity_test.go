@@ -197,7 +197,12 @@ func parseTable(t *testing.T, out string) [][]map[string]string {
 	for sc.Scan() {
 		line := sc.Text()
 		if strings.TrimSpace(line) == "" {
-			header = nil
+			// A message that ends in a newline, as kustomize-controller's
+			// apply errors do, pushes the row's closing separator onto a
+			// line of its own; a truly blank line ends the section.
+			if !strings.Contains(line, "\t") {
+				header = nil
+			}
 			continue
 		}
 		// Data rows end with the cell separator, the header does not.

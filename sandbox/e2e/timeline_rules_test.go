@@ -68,7 +68,7 @@ func rulesWithoutAnnotations(t *testing.T) ruleSet {
 // promtoolTest renders the recorded scrapes and the expectations as one
 // promtool test file: each series holds its value from a step to the next,
 // one sample a minute, and goes stale when a step's scrape lacks it.
-func promtoolTest(t *testing.T, rs ruleSet, ns string, tl timeline, scrapes []recorded) string {
+func promtoolTest(t *testing.T, rs ruleSet, ns string, tl timeline, scrapes []scraped) string {
 	t.Helper()
 	end := tl.Steps[len(tl.Steps)-1].At.minutes()
 	for _, x := range tl.Expect {
@@ -133,7 +133,7 @@ func promtoolTest(t *testing.T, rs ruleSet, ns string, tl timeline, scrapes []re
 // valuesOf writes series s in promtool's expanding notation from minute 0
 // to end: "_" before it appears, its value while the latest step had it,
 // "stale" once when a step lost it.
-func valuesOf(s string, scrapes []recorded, end int) string {
+func valuesOf(s string, scrapes []scraped, end int) string {
 	var parts []string
 	run := func(tok string, n int) {
 		switch {
@@ -210,9 +210,13 @@ docs/flux-semantics.md, rules 12 to 14.
 	for _, n := range names {
 		tl := tls[n]
 		fmt.Fprintf(&b, "\n## %s\n\n%s\n\n", tl.Name, strings.TrimSpace(tl.Why))
-		b.WriteString("| step | state written | controller source |\n|---|---|---|\n")
-		for i, s := range tl.written {
-			fmt.Fprintf(&b, "| %d | %s | %s |\n", i+1, stepSummary(s), strings.ReplaceAll(strings.TrimSpace(s.Source), "\n", " "))
+		if tl.fixture != nil {
+			b.WriteString(recordedTable(tl))
+		} else {
+			b.WriteString("| step | state written | controller source |\n|---|---|---|\n")
+			for i, s := range tl.written {
+				fmt.Fprintf(&b, "| %d | %s | %s |\n", i+1, stepSummary(s), strings.ReplaceAll(strings.TrimSpace(s.Source), "\n", " "))
+			}
 		}
 		b.WriteString("\n| at | fires | why |\n|---|---|---|\n")
 		for _, x := range tl.Expect {

@@ -33,6 +33,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/flux-exporter/flux_exporter/sandbox/apiserver"
+	"github.com/flux-exporter/flux_exporter/sandbox/recorded"
 )
 
 // timeline is one scenario file.
@@ -44,8 +45,15 @@ type timeline struct {
 	// Expect lists, at chosen times, the alerts that fire; all others
 	// must be silent then.
 	Expect []timelineCheck `json:"expect"`
+	// Recorded takes the steps from testdata/recorded/<the same name>.yaml,
+	// written by the real controllers, instead of Steps.
+	Recorded bool `json:"recorded"`
+	// Scale is how much slower than the recording the replay runs: the
+	// recorder runs the controllers at 1/Scale of Flux's delays.
+	Scale int `json:"scale"`
 	// written is Steps as the file writes them, repetitions unexpanded.
 	written []timelineStep
+	fixture *recorded.Fixture
 }
 
 type timelineStep struct {
@@ -62,6 +70,9 @@ type timelineStep struct {
 	// attempt; {{.N}} is the repetition, 0 at At.
 	Also []duration `json:"also"`
 	n    int
+	// literal objects are written as they are, with no template: those
+	// of a recording.
+	literal bool
 }
 
 type timelineCheck struct {
@@ -143,6 +154,21 @@ func loadTimelines(t *testing.T) map[string]timeline {
 		if err := yaml.UnmarshalStrict(b, &tl); err != nil {
 			t.Fatalf("%s: %v", f, err)
 		}
+		name := strings.TrimSuffix(filepath.Base(f), ".yaml")
+		if tl.Recorded {
+			if len(tl.Steps) > 0 || tl.Scale <= 0 {
+				t.Fatalf("%s: a recorded timeline takes its steps from testdata/recorded and needs a scale", f)
+			}
+			if tl.fixture, err = recorded.Read(filepath.Join("testdata", "recorded", name+".yaml")); err != nil {
+				t.Fatal(err)
+			}
+			if tl.Steps, err = recordedSteps(tl.fixture, tl.Scale); err != nil {
+				t.Fatalf("%s: %v", f, err)
+			}
+			if tl.Why == "" {
+				tl.Why = tl.fixture.Why
+			}
+		}
 		if len(tl.Steps) == 0 || len(tl.Expect) == 0 {
 			t.Fatalf("%s: a timeline needs steps and expectations", f)
 		}
@@ -158,7 +184,7 @@ func loadTimelines(t *testing.T) map[string]timeline {
 				t.Fatalf("%s: two steps at +%s", f, tl.Steps[i].At)
 			}
 		}
-		out[strings.TrimSuffix(filepath.Base(f), ".yaml")] = tl
+		out[name] = tl
 	}
 	return out
 }
@@ -207,26 +233,30 @@ func TestAlertTimelines(t *testing.T) {
 	checkTruthTable(t, names, tls)
 }
 
-// recorded is one scrape after a step: the scenario's series with their
+// scraped is one scrape after a step: the scenario's series with their
 // values on the simulated clock.
-type recorded struct {
+type scraped struct {
 	at     duration
 	series map[string]float64
 }
 
 // runTimeline writes each step and scrapes once the exporter shows it.
-func runTimeline(t *testing.T, c *cluster, e *exporter, ns string, tl timeline) []recorded {
+func runTimeline(t *testing.T, c *cluster, e *exporter, ns string, tl timeline) []scraped {
 	t.Helper()
-	var out []recorded
+	var out []scraped
 	firstSeen := map[string]float64{} // server-set times, on the simulated clock
 	for i, s := range tl.Steps {
 		applied := c.writeStep(t, ns, i, s)
+		markers := c.markStep(t, ns, i, s)
 		var sc scrape
 		eventually(t, 30*time.Second, func() error {
 			sc = e.scrape()
+			if err := showsMarkers(sc, markers); err != nil {
+				return err
+			}
 			return showsStep(sc, ns, applied)
 		})
-		out = append(out, recorded{at: s.At, series: seriesOf(sc, ns, s.At, firstSeen)})
+		out = append(out, scraped{at: s.At, series: seriesOf(sc, ns, s.At, firstSeen)})
 	}
 	return out
 }
@@ -245,7 +275,10 @@ func (c *cluster) writeStep(t *testing.T, ns string, i int, s timelineStep) []st
 	t.Helper()
 	var out []stepObject
 	for j, doc := range s.Objects {
-		b, err := renderDoc(doc, s)
+		b, err := []byte(doc), error(nil)
+		if !s.literal {
+			b, err = renderDoc(doc, s)
+		}
 		if err != nil {
 			t.Fatalf("step %d (+%s) object %d: %v", i, s.At, j, err)
 		}
@@ -256,6 +289,7 @@ func (c *cluster) writeStep(t *testing.T, ns string, i int, s timelineStep) []st
 		u.SetNamespace(ns)
 		out = append(out, c.upsert(t, u))
 	}
+	out = lastOfEach(out)
 	for _, ref := range s.Delete {
 		kind, name, ok := strings.Cut(ref, "/")
 		gvr, known := gvrs[kind]

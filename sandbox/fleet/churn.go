@@ -13,6 +13,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/rest"
 )
@@ -655,6 +656,9 @@ func (ch *churner) failChange(ctx context.Context, d *node, u *unstructured.Unst
 			setCond(u, "Healthy", "False", "HealthCheckFailed", msg, now)
 		}
 		ch.upsertHistory(st, "sha256:"+ch.g.hex(64), "HealthCheckFailed", rev, now)
+		// reconcile marked Reconciling; finalizeStatus keeps it beside
+		// the failed Ready as ProgressingWithRetry (KC).
+		setCond(u, "Reconciling", "True", "ProgressingWithRetry", "Detecting drift for revision "+rev+" with a timeout of 5m0s", now)
 	case KindHelmRelease:
 		history, _ := st["history"].([]any)
 		if len(history) == 0 {
@@ -682,6 +686,8 @@ func (ch *churner) failChange(ctx context.Context, d *node, u *unstructured.Unst
 		msg := fmt.Sprintf("Helm upgrade failed for release %s/%s with chart %s@%s: context deadline exceeded", cur["namespace"], cur["name"], cur["chartName"], chartVersion)
 		setCond(u, "Ready", "False", "UpgradeFailed", msg, now)
 		setCond(u, "Released", "False", "UpgradeFailed", msg, now)
+		// The failed attempt will be retried (HC atomic_release.go).
+		setCond(u, "Reconciling", "True", "ProgressingWithRetry", msg, now)
 		if strategy, _, _ := unstructured.NestedString(u.Object, "spec", "upgrade", "remediation", "strategy"); strategy == "rollback" {
 			next = followUp{node: d, due: ch.tick + 1, kind: rollBack}
 		}
@@ -745,6 +751,7 @@ func (ch *churner) rollBack(ctx context.Context, d *node, now time.Time) error {
 	msg := fmt.Sprintf("Helm rollback to previous release %s/%s.v%d with chart %s@%s succeeded", prev["namespace"], prev["name"], prev["version"], prev["chartName"], prev["chartVersion"])
 	setCond(u, "Remediated", "True", "RollbackSucceeded", msg, now)
 	setCond(u, "Ready", "False", "RollbackSucceeded", msg, now)
+	setCond(u, "Reconciling", "True", "ProgressingWithRetry", msg, now)
 	if _, err := ri.UpdateStatus(ctx, u, metav1.UpdateOptions{}); err != nil {
 		return fmt.Errorf("update status of %s: %w", d.ref, err)
 	}
@@ -773,6 +780,9 @@ func (ch *churner) recoverChange(ctx context.Context, d *node, now time.Time) er
 	if findCond(u, "Healthy") != nil {
 		setCond(u, "Healthy", "True", "Succeeded", "Health check passed in 3.2s", now)
 	}
+	// A successful attempt ends the retries (KC finalizeStatus, HC
+	// atomic_release.go delete Reconciling).
+	removeCond(u, "Reconciling")
 	if _, err := ri.UpdateStatus(ctx, u, metav1.UpdateOptions{}); err != nil {
 		return fmt.Errorf("update status of %s: %w", d.ref, err)
 	}
@@ -1186,6 +1196,12 @@ func (ch *churner) replace(ctx context.Context, n *node, now time.Time) error {
 		}
 		if err := ri.Delete(ctx, d.ref.name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
 			return fmt.Errorf("delete %s: %w", d.ref, err)
+		}
+		// The controller's finalizer holds the object until its
+		// reconcileDelete has cleaned up and removed it (SC, KC and HC
+		// reconcileDelete); the churner plays that controller.
+		if _, err := ri.Patch(ctx, d.ref.name, types.MergePatchType, []byte(`{"metadata":{"finalizers":null}}`), metav1.PatchOptions{}); err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("remove the finalizers of %s: %w", d.ref, err)
 		}
 		ch.untrack(d.ref)
 		ch.stats.Deletes++

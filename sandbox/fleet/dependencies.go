@@ -47,7 +47,7 @@ const (
 //	  Kustomization other/platform-apps  ArtifactFailed (cross-namespace
 //	                                   sourceRef; dependsOn ns/platform-crds)
 //	OCIRepository ns/platform-charts   Failing, no artifact
-//	  HelmRelease ns/platform-db       ArtifactFailed (chartRef)
+//	  HelmRelease ns/platform-db       SourceNotReady (chartRef)
 //	  HelmRelease other/platform-api   DependencyNotReady (dependsOn
 //	                                   ns/platform-db and platform-cache,
 //	                                   which does not exist; chartRef

@@ -36,7 +36,7 @@ func TestDependencyStates(t *testing.T) {
 			}
 			reason(KindKustomization, ns, platformCRDs, "ArtifactFailed")
 			apps := reason(KindKustomization, other, platformApps, "ArtifactFailed")
-			reason(KindHelmRelease, ns, platformDB, "ArtifactFailed")
+			reason(KindHelmRelease, ns, platformDB, "SourceNotReady")
 			api := reason(KindHelmRelease, other, platformAPI, "DependencyNotReady")
 			if srcNS, _, _ := unstructured.NestedString(apps.Object.Object, "spec", "sourceRef", "namespace"); (ns != other) != (srcNS == ns) {
 				t.Errorf("seed %d: %s sourceRef namespace %q, want it only across namespaces", seed, refOf(apps), srcNS)

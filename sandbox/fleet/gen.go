@@ -305,6 +305,17 @@ func cond(typ, status, reason, msg string, generation int64, t time.Time) map[st
 	}
 }
 
+// finalized are the kinds whose controllers add finalizers.fluxcd.io
+// before their first reconciliation (SC <kind>_controller.go Reconcile,
+// "Add finalizer first if not exist"; KC and HC the same), as the real
+// controllers did here (../shared/notes/real-controllers.md). An OCI
+// HelmRepository is static: source-controller removes the finalizer
+// (SC helmrepository_controller.go migrationToStatic).
+var finalized = map[string]bool{
+	KindGitRepository: true, KindOCIRepository: true, KindHelmRepository: true, KindHelmChart: true,
+	KindBucket: true, KindKustomization: true, KindHelmRelease: true,
+}
+
 // emit adds the object unless the fleet is full. status is dropped for
 // states in which the controller has written none.
 func (g *gen) emit(p *planned, spec, status map[string]any, labels map[string]string) *Object {
@@ -332,6 +343,9 @@ func (g *gen) emit(p *planned, spec, status map[string]any, labels map[string]st
 	}
 	if status != nil && p.st != StateUnreconciled && p.st != StateNoStatus {
 		obj["status"] = status
+		if finalized[p.kind] && spec["type"] != "oci" {
+			meta["finalizers"] = []any{"finalizers.fluxcd.io"}
+		}
 	}
 	if p.gen == 0 {
 		p.gen, p.obs, p.cond = 1, 1, 1

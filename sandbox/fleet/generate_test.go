@@ -133,6 +133,7 @@ func TestGenerateShape(t *testing.T) {
 		"ReconciliationSucceeded", "BuildFailed", "HealthCheckFailed", "DependencyNotReady", "ArtifactFailed",
 		"GitOperationFailed", "InstallSucceeded", "UpgradeSucceeded", "InstallFailed", "UpgradeFailed",
 		"RollbackSucceeded", "RetriesExceeded", "Progressing", "Succeeded", "ChartPullSucceeded", "URLInvalid",
+		"SourceNotReady", "ProgressingWithRetry", "UninstallSucceeded",
 	} {
 		if !reasons[r] {
 			t.Errorf("no condition has reason %s", r)

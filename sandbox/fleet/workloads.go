@@ -197,9 +197,18 @@ func (g *gen) kustomizationStatus(p *planned, src *source, app, path, variant st
 		case "HealthCheckFailed":
 			msg = fmt.Sprintf("health check failed after 5m0s: timeout waiting for: [Deployment/%s/%s status: 'InProgress']", p.ns, app)
 		case "ReconciliationFailed":
-			msg = fmt.Sprintf("Deployment/%s/%s dry-run failed (Invalid): Deployment.apps \"%s\" is invalid: spec.selector: Invalid value: v1.LabelSelector{MatchLabels:map[string]string{\"app\":\"%s\"}}: field is immutable", p.ns, app, app, app)
+			// The apply error's message ends in a newline (recorded from
+			// kustomize-controller v1.9.4).
+			msg = fmt.Sprintf("Deployment/%s/%s dry-run failed (Invalid): Deployment.apps \"%s\" is invalid: spec.selector: Invalid value: v1.LabelSelector{MatchLabels:map[string]string{\"app\":\"%s\"}}: field is immutable\n", p.ns, app, app, app)
 		}
 		conds := []any{cond("Ready", "False", variant, msg, p.cond, failedAt)}
+		if variant != "ArtifactFailed" && variant != "DependencyNotReady" {
+			// reconcile marked Reconciling when it began; finalizeStatus
+			// turns it into ProgressingWithRetry beside the failed Ready
+			// (KC kustomization_controller.go). The checks before
+			// reconcile (source, dependencies) return without it.
+			conds = append([]any{cond("Reconciling", "True", "ProgressingWithRetry", fmt.Sprintf("Building manifests for revision %s with a timeout of 5m0s", rev), p.cond, failedAt)}, conds...)
+		}
 		switch variant {
 		case "BuildFailed", "ReconciliationFailed":
 			// The new revision failed; the previous one stays applied.
@@ -222,6 +231,11 @@ func (g *gen) kustomizationStatus(p *planned, src *source, app, path, variant st
 			addHistory(rev, "HealthCheckFailed", failedAt)
 		}
 		status["conditions"] = conds
+		if _, applied := status["lastAppliedRevision"]; !applied {
+			// Only a Ready=True attempt moves observedGeneration
+			// (finalizeStatus), and the API's default is -1.
+			status["observedGeneration"] = int64(-1)
+		}
 	}
 	if len(history) > 0 {
 		status["history"] = history
@@ -559,21 +573,37 @@ func (g *gen) helmReleaseStatus(p *planned, c chart, chartSpec map[string]any, c
 		if ociChart {
 			src = fmt.Sprintf("OCIRepository '%s/%s'", p.ns, chartSpec["chartRef"].(map[string]any)["name"])
 		}
-		status["conditions"] = []any{cond("Ready", "False", "ArtifactFailed", src+" is not ready: latest generation of object has not been reconciled", p.cond, failedAt)}
+		// helm-controller's reason for a source that exists but is not
+		// ready (HC helmrelease_controller.go reconcileRelease,
+		// isSourceReady); ArtifactFailed is for one it cannot get.
+		status["conditions"] = []any{cond("Ready", "False", "SourceNotReady", src+" is not ready: latest generation of object has not been reconciled", p.cond, failedAt)}
 	case variant == "InstallFailed" || (p.st == StateStalled && v == 1):
 		setAttempt(version, "install")
-		history = append(history, snap(1, "failed", "install", version, failedAt))
 		msg := fmt.Sprintf("Helm install failed for release %s/%s with chart %s@%s: %s", relNs, relName, c.name, version, failErr)
 		n := int64(1 + g.intn(2))
-		conds := []any{cond("Ready", "False", "InstallFailed", msg, p.cond, failedAt), cond("Released", "False", "InstallFailed", msg, p.obs, failedAt)}
 		if p.st == StateStalled {
+			// Out of install retries (3), the last failure remediated by
+			// uninstalling (remediateLastFailure defaults to true when
+			// retries > 0): HC uninstall_remediation.go, atomic_release.go
+			// MarkStalled RetriesExceeded.
 			n = 4
-			conds = append([]any{cond("Stalled", "True", "RetriesExceeded", "Failed to install after 4 attempt(s)", p.cond, failedAt)}, conds...)
+			uninstalled := fmt.Sprintf("Helm uninstall remediation for release %s with chart %s@%s succeeded", full(1), c.name, version)
+			history = append(history, snap(1, "uninstalled", "uninstall-remediation", version, failedAt))
+			status["conditions"] = []any{
+				cond("Stalled", "True", "RetriesExceeded", fmt.Sprintf("Failed to install after %d attempt(s)", n), p.cond, failedAt),
+				cond("Ready", "False", "UninstallSucceeded", uninstalled, p.cond, failedAt),
+				cond("Released", "False", "InstallFailed", msg, p.cond, failedAt),
+				cond("Remediated", "True", "UninstallSucceeded", uninstalled, p.cond, failedAt),
+			}
+		} else {
+			history = append(history, snap(1, "failed", "install", version, failedAt))
+			status["conditions"] = []any{cond("Ready", "False", "InstallFailed", msg, p.cond, failedAt), cond("Released", "False", "InstallFailed", msg, p.obs, failedAt)}
 		}
-		status["conditions"] = conds
 		status["installFailures"], status["failures"] = n, n
-	case variant == "UpgradeFailed" || p.st == StateStalled:
-		// The source moved to version; the upgrade to it failed.
+	case variant == "UpgradeFailed":
+		// The source moved to version; the upgrade to it failed and will
+		// be retried (Reconciling ProgressingWithRetry, HC
+		// atomic_release.go).
 		if v < 2 {
 			v = 2
 		}
@@ -583,15 +613,21 @@ func (g *gen) helmReleaseStatus(p *planned, c chart, chartSpec map[string]any, c
 			snap(v-1, "deployed", action(v-1), older, deployedAt.Add(-48*hour)))
 		msg := fmt.Sprintf("Helm upgrade failed for release %s/%s with chart %s@%s: %s", relNs, relName, c.name, version, failErr)
 		n := int64(1 + g.intn(2))
-		conds := []any{cond("Ready", "False", "UpgradeFailed", msg, p.cond, failedAt), cond("Released", "False", "UpgradeFailed", msg, p.obs, failedAt)}
-		if p.st == StateStalled {
-			n = 4
-			conds = append([]any{cond("Stalled", "True", "RetriesExceeded", "Failed to upgrade after 4 attempt(s)", p.cond, failedAt)}, conds...)
+		status["conditions"] = []any{
+			cond("Reconciling", "True", "ProgressingWithRetry", msg, p.cond, failedAt),
+			cond("Ready", "False", "UpgradeFailed", msg, p.cond, failedAt),
+			cond("Released", "False", "UpgradeFailed", msg, p.obs, failedAt),
 		}
-		status["conditions"] = conds
 		status["upgradeFailures"], status["failures"] = n, n
 		status["inventory"] = map[string]any{"entries": g.inventory(relNs, relName)}
-	case variant == "RollbackSucceeded":
+	case variant == "RollbackSucceeded" || p.st == StateStalled:
+		// An upgrade failed and was rolled back (upgrade.remediation:
+		// retries 3, strategy rollback). Between attempts helm-controller
+		// retries at the next interval (Reconciling ProgressingWithRetry);
+		// once the retries are spent it stalls, the last failure rolled
+		// back too (remediateLastFailure). Shapes recorded from
+		// helm-controller v1.6.2 (sandbox/e2e/testdata/recorded/
+		// recorded-helm-upgrade-rollback-stalled.yaml).
 		if v < 3 {
 			v = 3
 		}
@@ -605,12 +641,18 @@ func (g *gen) helmReleaseStatus(p *planned, c chart, chartSpec map[string]any, c
 			snap(v-2, "superseded", "rollback", older, deployedAt.Add(-48*hour)))
 		upgradeMsg := fmt.Sprintf("Helm upgrade failed for release %s/%s with chart %s@%s: %s", relNs, relName, c.name, version, failErr)
 		rollbackMsg := fmt.Sprintf("Helm rollback to previous release %s with chart %s@%s succeeded", full(v-2), c.name, older)
+		n, first := int64(1), cond("Reconciling", "True", "ProgressingWithRetry", rollbackMsg, p.cond, failedAt)
+		if p.st == StateStalled {
+			n = 4
+			first = cond("Stalled", "True", "RetriesExceeded", fmt.Sprintf("Failed to upgrade after %d attempt(s)", n), p.cond, failedAt)
+		}
 		status["conditions"] = []any{
+			first,
 			cond("Ready", "False", "RollbackSucceeded", rollbackMsg, p.cond, failedAt),
 			cond("Released", "False", "UpgradeFailed", upgradeMsg, p.cond, failedAt),
 			cond("Remediated", "True", "RollbackSucceeded", rollbackMsg, p.cond, failedAt),
 		}
-		status["upgradeFailures"], status["failures"] = int64(1), int64(1)
+		status["upgradeFailures"], status["failures"] = n, n
 		status["inventory"] = map[string]any{"entries": g.inventory(relNs, relName)}
 	}
 	if len(history) > 0 {
