@@ -74,6 +74,7 @@ type config struct {
 	annotsAllowlist    *string
 	gotkResourceInfo   *bool
 	dispatchFailures   *bool
+	collectors         collector.Selection
 	log                promslog.Config
 }
 
@@ -119,7 +120,7 @@ func newApp() (*kingpin.Application, *config) {
 	c.annotsAllowlist = app.Flag("metric-annotations-allowlist", "Kubernetes annotation keys to export on flux_resource_annotations, each as annotation_ and the sanitized key, in the syntax of --metric-labels-allowlist.").Default("").String()
 	c.dispatchFailures = app.Flag("notifications.dispatch-failures", "Count the notifications notification-controller fails to deliver, from the NotificationDispatchFailed Events it records on Alerts (flux_notification_dispatch_failures_total). Needs list and watch on events; --no-notifications.dispatch-failures turns it off.").Default("true").Bool()
 	c.gotkResourceInfo = app.Flag("compat.gotk-resource-info", "Also export gotk_resource_info as the kube-state-metrics configuration of fluxcd/flux2-monitoring-example does, for Flux's official Grafana dashboards (docs/compat.md).").Default("false").Bool()
-	collector.RegisterFlags(app)
+	c.collectors = collector.RegisterFlags(app)
 	promslogflag.AddFlags(app, &c.log)
 	app.Version(version.Print(program))
 	app.HelpFlag.Short('h')
@@ -160,10 +161,9 @@ func run(args []string) int {
 		fmt.Fprintf(os.Stderr, "%s: %v\n", program, err)
 		return 2
 	}
-	// Before any cache starts: records render only the families these keep.
-	collector.SetMetricFilter(metricFilter)
-	collector.SetMetadataAllowlists(labelsAllow, annotsAllow)
-	collector.SetGotkResourceInfo(*c.gotkResourceInfo)
+	// Records render only the families the filter keeps.
+	decoder := collector.NewDecoder(collector.DecoderOptions{Filter: metricFilter,
+		Labels: labelsAllow, Annotations: annotsAllow, GotkResourceInfo: *c.gotkResourceInfo})
 	logger := promslog.New(&c.log)
 	klog.SetSlogLogger(logger.With("component", "client-go"))
 	for _, w := range append(labelsWarnings, annotsWarnings...) {
@@ -223,7 +223,7 @@ func run(args []string) int {
 		// remember its deletions as long to tell them from other shards'
 		// objects.
 		DeletedRetention: c.events.SeriesTTL,
-		Transform:        collector.Decode,
+		Transform:        decoder.Decode,
 		Logger:           logger,
 	})
 	if err != nil {
@@ -246,17 +246,17 @@ func run(args []string) int {
 		}
 	}
 
-	deps := collector.Deps{Flux: watcher, ControllersTimeout: *c.controllersTimeout, Logger: logger}
+	deps := collector.Deps{Flux: watcher, Decoder: decoder, ControllersTimeout: *c.controllersTimeout, Logger: logger}
 	ready := watcher.Ready
 	// Controller series come from the controller pods, not from the Flux
 	// objects: every replica would export the same ones, and dashboards that
 	// sum over instances would count them once per shard. A pod's ordinal
 	// never changes, so neither does this choice.
-	if collector.Enabled("controllers") && sharding.Shard != 0 {
+	if c.collectors.Enabled("controllers") && sharding.Shard != 0 {
 		logger.Info("The controllers collector runs on shard 0 only; this replica exports no controller series", "shard", sharding.Shard)
-		collector.Disable("controllers")
+		c.collectors.Disable("controllers")
 	}
-	if collector.Enabled("controllers") {
+	if c.collectors.Enabled("controllers") {
 		controllers, err := kube.NewControllers(cfg, kube.ControllersOptions{Namespace: *c.fluxNamespace, Selector: *c.controllerSelector, Logger: logger})
 		if err != nil {
 			logger.Error("Cannot watch the Flux controllers", "err", err)
@@ -270,7 +270,7 @@ func run(args []string) int {
 		ready = allReady(watcher.Ready, controllers.Ready)
 	}
 
-	exporter, err := collector.New(deps)
+	exporter, err := collector.New(deps, c.collectors)
 	if err != nil {
 		logger.Error("Cannot start collectors", "err", err)
 		return 1

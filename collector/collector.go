@@ -32,14 +32,15 @@ type Collector interface {
 type Factory func(d Deps) (Collector, error)
 
 type registration struct {
-	factory Factory
-	enabled *bool
+	factory        Factory
+	defaultEnabled bool
 }
 
-var (
-	registryMu sync.Mutex
-	registry   = map[string]*registration{}
+// registry holds the collectors the package's files register at init; it
+// is read-only afterwards. Which of them run is a Selection, a value.
+var registry = map[string]registration{}
 
+var (
 	scrapeDurationDesc = prometheus.NewDesc(
 		prometheus.BuildFQName(namespace, "exporter", "collector_duration_seconds"),
 		"Time the collector took on this scrape, in seconds.",
@@ -61,35 +62,44 @@ func Descs() []*prometheus.Desc { return append([]*prometheus.Desc{}, descs...) 
 // register adds a collector under name; each collector file calls it from
 // init, so adding a collector touches nothing else.
 func register(name string, defaultEnabled bool, f Factory) {
-	registryMu.Lock()
-	defer registryMu.Unlock()
 	if _, dup := registry[name]; dup {
 		panic("collector: duplicate registration of " + name) // programming error at init
 	}
-	enabled := defaultEnabled
-	registry[name] = &registration{factory: f, enabled: &enabled}
+	registry[name] = registration{factory: f, defaultEnabled: defaultEnabled}
+}
+
+// Selection is which collectors run, by name: the --[no-]collector.<name>
+// flags once parsed.
+type Selection map[string]*bool
+
+// DefaultSelection runs the collectors that are on by default.
+func DefaultSelection() Selection {
+	s := Selection{}
+	for name, r := range registry {
+		on := r.defaultEnabled
+		s[name] = &on
+	}
+	return s
 }
 
 // RegisterFlags adds a --[no-]collector.<name> flag per collector, in name
-// order so that --help reads the same every time.
-func RegisterFlags(app *kingpin.Application) {
+// order so that --help reads the same every time, and returns the
+// Selection they set when the command line is parsed.
+func RegisterFlags(app *kingpin.Application) Selection {
+	s := DefaultSelection()
 	for _, name := range Names() {
-		registryMu.Lock()
-		r := registry[name]
-		registryMu.Unlock()
 		def := "disabled"
-		if *r.enabled {
+		if *s[name] {
 			def = "enabled"
 		}
 		app.Flag("collector."+name, fmt.Sprintf("Enable the %s collector (default: %s).", name, def)).
-			Default(fmt.Sprint(*r.enabled)).BoolVar(r.enabled)
+			Default(fmt.Sprint(*s[name])).BoolVar(s[name])
 	}
+	return s
 }
 
 // Names lists the registered collectors, sorted.
 func Names() []string {
-	registryMu.Lock()
-	defer registryMu.Unlock()
 	names := make([]string, 0, len(registry))
 	for n := range registry {
 		names = append(names, n)
@@ -100,20 +110,16 @@ func Names() []string {
 
 // Disable switches the named collector off, whatever its flag says, for a
 // replica on which it has nothing to report; call it before New.
-func Disable(name string) {
-	registryMu.Lock()
-	defer registryMu.Unlock()
-	if r, ok := registry[name]; ok {
-		*r.enabled = false
+func (s Selection) Disable(name string) {
+	if on, ok := s[name]; ok {
+		*on = false
 	}
 }
 
 // Enabled reports whether the named collector is switched on.
-func Enabled(name string) bool {
-	registryMu.Lock()
-	defer registryMu.Unlock()
-	r, ok := registry[name]
-	return ok && *r.enabled
+func (s Selection) Enabled(name string) bool {
+	on, ok := s[name]
+	return ok && *on
 }
 
 // Exporter runs the enabled collectors concurrently on each scrape.
@@ -122,17 +128,14 @@ type Exporter struct {
 	logger     *slog.Logger
 }
 
-// New builds every enabled collector.
-func New(d Deps) (*Exporter, error) {
+// New builds every collector sel enables.
+func New(d Deps, sel Selection) (*Exporter, error) {
 	e := &Exporter{collectors: map[string]Collector{}, logger: d.logger()}
 	for _, name := range Names() {
-		if !Enabled(name) {
+		if !sel.Enabled(name) {
 			continue
 		}
-		registryMu.Lock()
-		f := registry[name].factory
-		registryMu.Unlock()
-		c, err := f(d)
+		c, err := registry[name].factory(d)
 		if err != nil {
 			return nil, fmt.Errorf("collector %s: %w", name, err)
 		}

@@ -98,19 +98,11 @@ func init() {
 	}
 }
 
-// gotkResourceInfo is --compat.gotk-resource-info.
-var gotkResourceInfo bool
-
-// SetGotkResourceInfo makes Decode write gotk_resource_info
-// (--compat.gotk-resource-info). Call it before starting the caches; off,
-// the family costs nothing.
-func SetGotkResourceInfo(on bool) { gotkResourceInfo = on }
-
 // addGotkResourceInfo writes the object's gotk_resource_info when the
 // upstream configuration covers its kind.
 func (w *recordWriter) addGotkResourceInfo(k kube.Kind, conds []condition) {
 	spec, ok := gotkKinds[[2]string{k.Group, k.Kind}]
-	if !ok || !metricFilter.includes(gotkResourceInfoFamily.name) {
+	if !ok || !w.on.has(gotkResourceInfoFamily) {
 		return
 	}
 	pairs := make([]labelPair, 0, 7+len(spec.labels))

@@ -16,8 +16,7 @@ const gotkHeader = "# HELP gotk_resource_info The current state of a Flux resour
 // out, suspended is spec.suspend spelt true or false, Alert and Provider
 // have no ready label, and credentials are redacted.
 func TestGotkResourceInfo(t *testing.T) {
-	SetGotkResourceInfo(true)
-	defer SetGotkResourceInfo(false)
+	on := DecoderOptions{GotkResourceInfo: true}
 	cases := []struct {
 		kind kube.Kind
 		doc  string
@@ -82,7 +81,7 @@ spec: {distribution: {version: 2.x, registry: ghcr.io/fluxcd}}`,
 	}}
 	var records []*Record
 	for _, tc := range cases {
-		rec := decodeKind(t, tc.kind, tc.doc)
+		rec := decodeKindWith(t, on, tc.kind, tc.doc)
 		records = append(records, rec)
 		want := ""
 		if tc.want != "" {
@@ -118,18 +117,14 @@ func TestGotkResourceInfoOffAndFiltered(t *testing.T) {
 	if has(decodeKind(t, kustomizations, doc)) {
 		t.Error("gotk_resource_info rendered without --compat.gotk-resource-info")
 	}
-	SetGotkResourceInfo(true)
-	defer SetGotkResourceInfo(false)
-	if !has(decodeKind(t, kustomizations, doc)) {
+	if !has(decodeKindWith(t, DecoderOptions{GotkResourceInfo: true}, kustomizations, doc)) {
 		t.Error("gotk_resource_info not rendered with --compat.gotk-resource-info")
 	}
 	deny, err := NewMetricFilter(nil, []string{"^gotk_"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	SetMetricFilter(deny)
-	defer SetMetricFilter(nil)
-	if has(decodeKind(t, kustomizations, doc)) {
+	if has(decodeKindWith(t, DecoderOptions{GotkResourceInfo: true, Filter: deny}, kustomizations, doc)) {
 		t.Error("gotk_resource_info rendered while the filter denies it")
 	}
 }

@@ -83,13 +83,13 @@ type deliveryTracker struct {
 	// come after the object's).
 	waiting map[objectKey]map[*deliveryEntry]bool
 	swept   time.Time
+	// on is the families its records render (Decoder.on).
+	on familySet
 }
 
-// delivery is the tracker Decode feeds; one process, one tracker.
-var delivery = newDeliveryTracker()
-
-func newDeliveryTracker() *deliveryTracker {
-	return &deliveryTracker{objects: map[objectKey]*deliveryEntry{}, sources: map[objectKey]artifactSeen{}, waiting: map[objectKey]map[*deliveryEntry]bool{}}
+// newDeliveryTracker starts the tracker a Decoder feeds.
+func newDeliveryTracker(on familySet) *deliveryTracker {
+	return &deliveryTracker{objects: map[objectKey]*deliveryEntry{}, sources: map[objectKey]artifactSeen{}, waiting: map[objectKey]map[*deliveryEntry]bool{}, on: on}
 }
 
 // artifactSeen is a source's current artifact: revision and lastUpdateTime.
@@ -202,7 +202,7 @@ func (t *deliveryTracker) sawArtifact(key objectKey, revision string, updated fl
 	t.sources[key] = artifactSeen{revision: revision, updated: updated, seen: time.Now()}
 	for e := range t.waiting[key] {
 		if t.settleLead(e) {
-			e.render()
+			e.render(t.on)
 		}
 	}
 }
@@ -244,7 +244,7 @@ func (t *deliveryTracker) observe(kind string, rec *Record, r *reader, conds []c
 		}
 		t.waiting[e.source][e] = true
 	}
-	e.render()
+	e.render(t.on)
 	return e
 }
 
@@ -463,11 +463,11 @@ func causedBy(attempted, revision string, helm bool) bool {
 	return helm && strings.HasPrefix(attempted, revision+"+")
 }
 
-// render writes the object's delivery series into a new record, and makes
-// it the one scrapes copy.
-func (e *deliveryEntry) render() {
+// render writes the object's delivery series, the families on, into a new
+// record, and makes it the one scrapes copy.
+func (e *deliveryEntry) render(on familySet) {
 	rec := &Record{Namespace: e.key.namespace, Name: e.key.name}
-	w := recordWriter{rec: rec, r: &reader{}, object: []string{e.key.kind, e.key.name, e.key.namespace}}
+	w := recordWriter{rec: rec, r: &reader{}, on: on, object: []string{e.key.kind, e.key.name, e.key.namespace}}
 	object, err := appendObjectLabels(nil, w.object)
 	if err != nil {
 		return // Decode rendered nothing for it either
@@ -493,7 +493,7 @@ func (e *deliveryEntry) render() {
 // addHistogram renders a histogram's series whole: each bucket with le
 // last, then _sum and _count, as client_golang writes them.
 func (w *recordWriter) addHistogram(f *family, h *histogram) {
-	if !metricFilter.includes(f.name) {
+	if !w.on.has(f) {
 		return
 	}
 	rec := w.rec

@@ -16,15 +16,16 @@ import (
 	"github.com/flux-exporter/flux_exporter/kube"
 )
 
-// decodeInto decodes a YAML object with the tracker tr.
-func decodeInto(t *testing.T, tr *deliveryTracker, doc string) *Record {
+// decodeInto decodes a YAML object with the Decoder tr, whose delivery
+// tracker it feeds.
+func decodeInto(t *testing.T, tr *Decoder, doc string) *Record {
 	t.Helper()
 	var obj map[string]any
 	if err := yaml.Unmarshal([]byte(doc), &obj); err != nil {
 		t.Fatalf("bad test object: %v", err)
 	}
 	u := &unstructured.Unstructured{Object: obj}
-	acc, errs := decodeWith(tr, kube.Kind{Kind: u.GetKind()}, u, nil)
+	acc, errs := tr.Decode(kube.Kind{Kind: u.GetKind()}, u, nil)
 	if len(errs) > 0 {
 		t.Fatalf("decode faults: %v", errs)
 	}
@@ -140,7 +141,7 @@ const (
 // every family after each step; then a fresh tracker (a restarted
 // exporter) must agree on what status.history still records.
 func TestDeliveryKustomization(t *testing.T) {
-	tr := newDeliveryTracker()
+	tr := NewDecoder(DecoderOptions{})
 	decodeInto(t, tr, gitRepo(revA, 0))
 	// Applied 90s after the artifact.
 	step1 := kustomization("k1", revA, "True", "ReconciliationSucceeded", 90*time.Second,
@@ -203,7 +204,7 @@ func TestDeliveryKustomization(t *testing.T) {
 	// A restarted exporter sees the Kustomization before its source: the
 	// changes come from the history, and the lead time of the revision the
 	// source still serves once the source arrives.
-	restarted := newDeliveryTracker()
+	restarted := NewDecoder(DecoderOptions{})
 	rec = decodeInto(t, restarted, recovered)
 	got := deliverySamples(t, rec)
 	expectSamples(t, "restarted", got, map[string]float64{
@@ -224,7 +225,7 @@ func TestDeliveryKustomization(t *testing.T) {
 // build), so Ready=False is about the attempted revision and does not fail
 // the applied change; but it is an outage.
 func TestDeliveryKustomizationBuildFailure(t *testing.T) {
-	tr := newDeliveryTracker()
+	tr := NewDecoder(DecoderOptions{})
 	entry := ksEntry("sha256:d1", "ReconciliationSucceeded", revA, time.Minute, time.Minute)
 	decodeInto(t, tr, kustomization("k1", revA, "True", "ReconciliationSucceeded", time.Minute, entry))
 	rec := decodeInto(t, tr, kustomization("k1", revB, "False", "BuildFailed", time.Hour, entry))
@@ -298,7 +299,7 @@ func conds(cs ...[4]string) string {
 // stays failed, the rollback is a new deployed release with action
 // rollback, and the release it restored is marked with action rollback too.
 func TestDeliveryHelmReleaseRollback(t *testing.T) {
-	tr := newDeliveryTracker()
+	tr := NewDecoder(DecoderOptions{})
 	decodeInto(t, tr, helmChart("1.0.0", 0))
 	rec := decodeInto(t, tr, helmRelease("1.0.0",
 		conds([4]string{"Ready", "True", "InstallSucceeded", at(2 * time.Minute)}),
@@ -344,7 +345,7 @@ func TestDeliveryHelmReleaseRollback(t *testing.T) {
 	})
 
 	// A restarted exporter reads the same from the history.
-	restarted := newDeliveryTracker()
+	restarted := NewDecoder(DecoderOptions{})
 	decodeInto(t, restarted, helmChart("2.0.0", time.Hour))
 	rec = decodeInto(t, restarted, rolledBack)
 	got := deliverySamples(t, rec)
@@ -378,7 +379,7 @@ func TestDeliveryHelmReleaseRollback(t *testing.T) {
 // TestDeliveryPendingRelease: a release Helm has not finished is not a
 // change yet.
 func TestDeliveryPendingRelease(t *testing.T) {
-	tr := newDeliveryTracker()
+	tr := NewDecoder(DecoderOptions{})
 	rec := decodeInto(t, tr, helmRelease("1.0.0",
 		conds([4]string{"Ready", "Unknown", "Progressing", at(0)}),
 		hrSnap(1, "pending-install", "install", "1.0.0", 0)))
@@ -398,7 +399,7 @@ func TestDeliveryPendingRelease(t *testing.T) {
 // rendering to client_golang's encoders, in both formats: OpenMetrics
 // names counter families without _total and spells bounds as floats.
 func TestDeliveryFastPathMatchesClientGolang(t *testing.T) {
-	tr := newDeliveryTracker()
+	tr := NewDecoder(DecoderOptions{})
 	decodeInto(t, tr, gitRepo(revA, 0))
 	rec := decodeInto(t, tr, kustomization("k1", revA, "True", "ReconciliationSucceeded", 90*time.Second,
 		ksEntry("sha256:d1", "ReconciliationSucceeded", revA, 90*time.Second, 90*time.Second)))
@@ -417,25 +418,25 @@ func TestDeliveryFastPathMatchesClientGolang(t *testing.T) {
 // TestDeliverySweep: the tracker forgets an object the caches no longer
 // hold, once it has not been decoded for a sweep period.
 func TestDeliverySweep(t *testing.T) {
-	tr := newDeliveryTracker()
+	tr := NewDecoder(DecoderOptions{})
 	rec := decodeInto(t, tr, kustomization("k1", revA, "True", "ReconciliationSucceeded", time.Minute,
 		ksEntry("sha256:d1", "ReconciliationSucceeded", revA, time.Minute, time.Minute)))
 	states := []kube.KindState{{Kind: kube.Kind{Kind: "Kustomization"}, Records: []any{rec}}}
-	tr.sweep(states)
-	if len(tr.objects) != 1 {
+	tr.delivery.sweep(states)
+	if len(tr.delivery.objects) != 1 {
 		t.Fatalf("a live object was forgotten")
 	}
-	tr.mu.Lock()
-	tr.objects[objectKey{"Kustomization", "team-a", "app"}].lastDecoded = time.Now().Add(-2 * sweepEvery)
-	tr.swept = time.Time{}
-	tr.mu.Unlock()
-	tr.sweep(states)
-	if len(tr.objects) != 1 {
+	tr.delivery.mu.Lock()
+	tr.delivery.objects[objectKey{"Kustomization", "team-a", "app"}].lastDecoded = time.Now().Add(-2 * sweepEvery)
+	tr.delivery.swept = time.Time{}
+	tr.delivery.mu.Unlock()
+	tr.delivery.sweep(states)
+	if len(tr.delivery.objects) != 1 {
 		t.Fatalf("a live object was forgotten")
 	}
-	tr.swept = time.Time{}
-	tr.sweep(nil)
-	if len(tr.objects) != 0 {
+	tr.delivery.swept = time.Time{}
+	tr.delivery.sweep(nil)
+	if len(tr.delivery.objects) != 0 {
 		t.Fatalf("a deleted object is still tracked")
 	}
 }
@@ -448,7 +449,7 @@ func TestDeliveryUninstallRemediation(t *testing.T) {
 		"seen failing":          hrSnap(1, "failed", "install", "1.0.0", time.Minute),
 		"seen after the remedy": hrSnap(1, "uninstalled", "uninstall-remediation", "1.0.0", time.Minute),
 	} {
-		tr := newDeliveryTracker()
+		tr := NewDecoder(DecoderOptions{})
 		rec := decodeInto(t, tr, helmRelease("1.0.0", conds([4]string{"Ready", "False", "InstallFailed", at(time.Minute)}), snap))
 		expectSamples(t, name, deliverySamples(t, rec), map[string]float64{
 			`flux_delivery_changes_total{result="failed"}`:    1,

@@ -34,7 +34,7 @@ func FuzzDecodeObject(f *testing.F) {
 		}
 		for _, k := range kindNames {
 			u := &unstructured.Unstructured{Object: obj}
-			acc, _ := Decode(kube.Kind{Kind: k}, u, nil)
+			acc, _ := NewDecoder(DecoderOptions{}).Decode(kube.Kind{Kind: k}, u, nil)
 			rec, ok := acc.(*Record)
 			if !ok {
 				t.Fatalf("Decode returned %T", acc)

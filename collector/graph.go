@@ -328,7 +328,7 @@ func unionSorted(a, b []int32) []int32 {
 // render writes the graph's series into one record per object that has
 // any: its missing references, its dependents (every object has that
 // series) and its roots, through the same rendering as Decode's.
-func (g *graph) render() []*Record {
+func (g *graph) render(on familySet) []*Record {
 	dependents := g.dependents()
 	roots := g.rootCauses()
 	out := make([]*Record, 0, len(g.nodes))
@@ -336,7 +336,7 @@ func (g *graph) render() []*Record {
 	for i, nd := range g.nodes {
 		rec := &Record{Namespace: nd.key.namespace, Name: nd.key.name}
 		r := &reader{}
-		w := recordWriter{rec: rec, r: r, object: []string{nd.key.kind, nd.key.name, nd.key.namespace}, values: vals}
+		w := recordWriter{rec: rec, r: r, on: on, object: []string{nd.key.kind, nd.key.name, nd.key.namespace}, values: vals}
 		object, err := appendObjectLabels(nil, w.object)
 		if err != nil {
 			continue // Decode rendered nothing for it either
@@ -365,6 +365,8 @@ func (g *graph) render() []*Record {
 // that a scrape of unchanged caches does no graph work.
 type graphCache struct {
 	logger *slog.Logger
+	// on is the families to render (Decoder.on).
+	on familySet
 
 	mu     sync.Mutex
 	key    graphKey
@@ -412,7 +414,7 @@ func keyOf(sc *scrapeState) graphKey {
 // records returns the graph's records for the scrape's snapshot, computing
 // them only when the caches changed since the last computation.
 func (c *graphCache) records(sc *scrapeState, lookup lookupFunc) []*Record {
-	if !slices.ContainsFunc(graphFamilies, func(f *family) bool { return metricFilter.includes(f.name) }) {
+	if !slices.ContainsFunc(graphFamilies, c.on.has) {
 		return nil
 	}
 	key := keyOf(sc)
@@ -423,7 +425,7 @@ func (c *graphCache) records(sc *scrapeState, lookup lookupFunc) []*Record {
 	}
 	start := time.Now()
 	g := newGraph(sc.states, lookup)
-	c.cached, c.key, c.valid = g.render(), key, true
+	c.cached, c.key, c.valid = g.render(c.on), key, true
 	c.computed++
 	c.logger.Debug("Computed the dependency graph", "objects", len(g.nodes), "missing", len(g.missing),
 		"duration_seconds", time.Since(start).Seconds())

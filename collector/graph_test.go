@@ -322,7 +322,7 @@ func TestGraphExposition(t *testing.T) {
 		fluxObj("OCIRepository", "apps/charts", "False", "{url: oci://x}"),
 		fluxObj("HelmRelease", "apps/api", "False", "{chartRef: {kind: OCIRepository, name: charts}, dependsOn: [{name: cache}]}"),
 	)
-	records := newGraph(states, watching("HelmRelease", "OCIRepository")).render()
+	records := newGraph(states, watching("HelmRelease", "OCIRepository")).render(nil)
 	want := `# HELP flux_resource_dependency_missing ` + dependencyMissingFamily.help + `
 # TYPE flux_resource_dependency_missing gauge
 flux_resource_dependency_missing{dependency_kind="HelmRelease",dependency_name="cache",dependency_namespace="apps",exported_namespace="apps",kind="HelmRelease",name="api"} 1
@@ -423,7 +423,13 @@ func linesOf(text, family string) []string {
 
 func newTestExporter(t *testing.T, flux FluxState) (*Exporter, *graphCache) {
 	t.Helper()
-	r := &Resources{state: flux, graph: &graphCache{logger: Deps{}.logger()}}
+	return newTestExporterWith(t, NewDecoder(DecoderOptions{}), flux)
+}
+
+// newTestExporterWith is newTestExporter with the Decoder d.
+func newTestExporterWith(t *testing.T, d *Decoder, flux FluxState) (*Exporter, *graphCache) {
+	t.Helper()
+	r := &Resources{state: flux, delivery: d.delivery, graph: &graphCache{logger: Deps{}.logger(), on: d.on}}
 	return &Exporter{collectors: map[string]Collector{"resources": r}, logger: Deps{}.logger()}, r.graph
 }
 
@@ -526,9 +532,7 @@ func TestGraphFiltered(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	SetMetricFilter(f)
-	defer SetMetricFilter(nil)
-	e, cache := newTestExporter(t, &fakeFlux{version: 1, states: statesOf(t, fluxObj("Kustomization", "apps/k", "False", "{dependsOn: [{name: x}]}"))})
+	e, cache := newTestExporterWith(t, NewDecoder(DecoderOptions{Filter: f}), &fakeFlux{version: 1, states: statesOf(t, fluxObj("Kustomization", "apps/k", "False", "{dependsOn: [{name: x}]}"))})
 	if text := scrapeText(t, e); strings.Contains(text, "flux_resource_dependents") || cache.computed != 0 {
 		t.Errorf("filtered graph families computed %d times:\n%s", cache.computed, text)
 	}
@@ -583,7 +587,7 @@ func BenchmarkGraphRecompute(b *testing.B) {
 	b.ReportAllocs()
 	var records []*Record
 	for b.Loop() {
-		records = newGraph(states, lookup).render()
+		records = newGraph(states, lookup).render(nil)
 	}
 	b.ReportMetric(float64(len(records)), "records")
 }
@@ -613,7 +617,7 @@ func BenchmarkGraphUnchanged(b *testing.B) {
 // BenchmarkGraphRecompute's to measure.
 func TestGraphRecordPerObject(t *testing.T) {
 	states := syntheticFleet(t, 1000)
-	if records := newGraph(states, lookupIn(states)).render(); len(records) != 1000 {
+	if records := newGraph(states, lookupIn(states)).render(nil); len(records) != 1000 {
 		t.Errorf("%d graph records for 1,000 objects, want one each", len(records))
 	}
 }

@@ -138,12 +138,13 @@ status:
   - {type: Ready, status: "` + ready + `", reason: R, lastTransitionTime: "` + at + `"}`
 	}
 	var prev *Record
+	dec := NewDecoder(DecoderOptions{})
 	decode := func(doc string) *Record {
 		var obj map[string]any
 		if err := yaml.Unmarshal([]byte(doc), &obj); err != nil {
 			t.Fatal(err)
 		}
-		acc, errs := Decode(kube.Kind{Kind: "OCIRepository"}, &unstructured.Unstructured{Object: obj}, prev)
+		acc, errs := dec.Decode(kube.Kind{Kind: "OCIRepository"}, &unstructured.Unstructured{Object: obj}, prev)
 		if len(errs) > 0 {
 			t.Fatal(errs)
 		}

@@ -310,39 +310,24 @@ func sanitizeLabelName(k string) string {
 	return b.String()
 }
 
-// Allowlists for the metadata families and the compatibility family; set
-// before any cache starts (SetMetadataAllowlists, SetGotkResourceInfo).
-var labelsAllowlist, annotationsAllowlist *MetadataAllowlist
-
-// SetMetadataAllowlists makes Decode export the allowlisted Kubernetes labels
-// and annotations of each object (flux_resource_labels,
-// flux_resource_annotations). Call it before starting the caches; nil
-// exports none.
-func SetMetadataAllowlists(labels, annotations *MetadataAllowlist) {
-	labelsAllowlist, annotationsAllowlist = labels, annotations
-}
-
-// addMetadata renders the families read from the object's metadata and the
-// compatibility family; each costs one check when it is off.
-func (w *recordWriter) addMetadata(k kube.Kind, conds []condition) {
+// addMetadata renders the families read from the object's metadata that
+// the allowlists select; each costs one check when it is off.
+func (w *recordWriter) addMetadata(k kube.Kind, labels, annotations *MetadataAllowlist) {
 	for _, m := range []struct {
 		allow  *MetadataAllowlist
 		f      *family
 		field  string
 		prefix string
 	}{
-		{labelsAllowlist, labelsFamily, "labels", "label"},
-		{annotationsAllowlist, annotationsFamily, "annotations", "annotation"},
+		{labels, labelsFamily, "labels", "label"},
+		{annotations, annotationsFamily, "annotations", "annotation"},
 	} {
 		keys, ok := m.allow.keysFor(k.Resource)
-		if !ok || !metricFilter.includes(m.f.name) {
+		if !ok || !w.on.has(m.f) {
 			continue
 		}
 		pairs := metadataLabels(m.prefix, selected(w.r.stringMap("metadata", m.field), keys))
 		pairs = append(pairs, labelPair{"kind", w.object[0]}, labelPair{"name", w.object[1]}, labelPair{"exported_namespace", w.object[2]})
 		w.addLabeled(m.f, 1, pairs)
-	}
-	if gotkResourceInfo {
-		w.addGotkResourceInfo(k, conds)
 	}
 }

@@ -26,11 +26,17 @@ func (c uncheckedRecords) Collect(ch chan<- prometheus.Metric) { recordsCollecto
 // kind do not.
 func decodeKind(t testing.TB, k kube.Kind, doc string) *Record {
 	t.Helper()
+	return decodeKindWith(t, DecoderOptions{}, k, doc)
+}
+
+// decodeKindWith decodes a YAML object with a Decoder of options o.
+func decodeKindWith(t testing.TB, o DecoderOptions, k kube.Kind, doc string) *Record {
+	t.Helper()
 	var obj map[string]any
 	if err := yaml.Unmarshal([]byte(doc), &obj); err != nil {
 		t.Fatalf("bad test object: %v", err)
 	}
-	acc, errs := Decode(k, &unstructured.Unstructured{Object: obj}, nil)
+	acc, errs := NewDecoder(o).Decode(k, &unstructured.Unstructured{Object: obj}, nil)
 	if len(errs) > 0 {
 		t.Fatalf("decode faults: %v", errs)
 	}
@@ -178,6 +184,7 @@ spec: {interval: 1m, url: https://example.com/repo.git}
 // families through the Collector path with a pedantic registry, the lint,
 // and the fast path against client_golang's encoder.
 func TestResourceLabels(t *testing.T) {
+	var opts DecoderOptions
 	set := func(labels, annotations string) {
 		t.Helper()
 		l, _, err := ParseMetadataAllowlist("--metric-labels-allowlist", labels)
@@ -188,9 +195,8 @@ func TestResourceLabels(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		SetMetadataAllowlists(l, a)
+		opts = DecoderOptions{Labels: l, Annotations: a}
 	}
-	defer SetMetadataAllowlists(nil, nil)
 	const (
 		labelsHeader = "# HELP flux_resource_labels " + "Kubernetes labels of a Flux object as Prometheus labels: for each key --metric-labels-allowlist selects for its kind (resource), label_ and the key, sanitized as kube-state-metrics sanitizes it. Emitted only for kinds the allowlist names. Value is always 1.\n# TYPE flux_resource_labels gauge\n"
 		annotsHeader = "# HELP flux_resource_annotations " + "Kubernetes annotations of a Flux object as Prometheus labels: for each key --metric-annotations-allowlist selects for its kind (resource), annotation_ and the key, sanitized as kube-state-metrics sanitizes it. Emitted only for kinds the allowlist names. Value is always 1.\n# TYPE flux_resource_annotations gauge\n"
@@ -239,7 +245,7 @@ flux_resource_annotations{exported_namespace="team-a",kind="GitRepository",name=
 	}} {
 		t.Run(tc.name, func(t *testing.T) {
 			set(tc.labels, tc.annotations)
-			records := []*Record{decodeKind(t, kustomizations, labelledKustomization), decodeKind(t, gitRepos, labelledRepo)}
+			records := []*Record{decodeKindWith(t, opts, kustomizations, labelledKustomization), decodeKindWith(t, opts, gitRepos, labelledRepo)}
 			c := uncheckedRecords(records)
 			if err := testutil.CollectAndCompare(c, strings.NewReader(tc.want), "flux_resource_labels", "flux_resource_annotations"); err != nil {
 				t.Error(err)
@@ -259,15 +265,11 @@ flux_resource_annotations{exported_namespace="team-a",kind="GitRepository",name=
 // TestMetadataFamiliesHonourTheFilter: a denied family is not rendered.
 func TestMetadataFamiliesHonourTheFilter(t *testing.T) {
 	l, _, _ := ParseMetadataAllowlist("--metric-labels-allowlist", "*=[*]")
-	SetMetadataAllowlists(l, nil)
-	defer SetMetadataAllowlists(nil, nil)
 	deny, err := NewMetricFilter(nil, []string{"^flux_resource_labels$"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	SetMetricFilter(deny)
-	defer SetMetricFilter(nil)
-	rec := decodeKind(t, kustomizations, labelledKustomization)
+	rec := decodeKindWith(t, DecoderOptions{Labels: l, Filter: deny}, kustomizations, labelledKustomization)
 	for _, s := range rec.series {
 		if families[s.family] == labelsFamily {
 			t.Fatal("flux_resource_labels rendered while the filter denies it")

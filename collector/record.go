@@ -12,7 +12,6 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/flux-exporter/flux_exporter/kube"
 )
@@ -78,32 +77,11 @@ func (r *Record) GetObjectMeta() metav1.Object {
 	return &metav1.ObjectMeta{Namespace: r.Namespace, Name: r.Name}
 }
 
-// Decode is the informer transform: it reads an object of kind k and
-// renders its series into a Record, and returns the faults it met. A faulty
-// field costs only that field. Families the metric filter excludes
-// (SetMetricFilter) are not rendered at all. prev is the cache's record of
-// the same namespace and name, or nil: a failure that started before this
-// update keeps its start (lifecycle.go).
-func Decode(k kube.Kind, u *unstructured.Unstructured, prev metav1.ObjectMetaAccessor) (metav1.ObjectMetaAccessor, []error) {
-	return decodeWith(delivery, k, u, prev)
-}
-
-// decodeWith is Decode feeding the delivery tracker tr.
-func decodeWith(tr *deliveryTracker, k kube.Kind, u *unstructured.Unstructured, prev metav1.ObjectMetaAccessor) (metav1.ObjectMetaAccessor, []error) {
-	r := &reader{obj: u.Object}
-	spec := specFor(k.Kind)
-	rec := &Record{Namespace: r.str("metadata", "namespace"), Name: r.str("metadata", "name"), uid: hashUID(r.str("metadata", "uid"))}
-	w := recordWriter{rec: rec, r: r, object: []string{k.Kind, rec.Name, rec.Namespace}}
-	object, err := appendObjectLabels(nil, w.object)
-	if err != nil {
-		// Kubernetes names are ASCII; a kind name is too. Nothing of such
-		// an object could be exposed.
-		r.fail([]any{"metadata"}, err)
-		return rec, r.errs
-	}
-	rec.object = object
-
-	conds := r.conditions()
+// addObject renders the series every kind has (flux_resource_info, its
+// conditions, references) and the kind's own gauges and info families, and
+// returns the object's readiness as flux get prints it.
+func (w *recordWriter) addObject(k kube.Kind, spec *kindSpec, conds []condition) (ready string) {
+	r := w.r
 	ready, reason := readiness(spec, r, conds)
 	suspended := r.suspended(spec.suspend)
 	w.derived = [...]string{readyLabel: ready, reasonLabel: reason, suspendedLabel: conditionBool(suspended)}
@@ -138,17 +116,7 @@ func decodeWith(tr *deliveryTracker, k kube.Kind, u *unstructured.Unstructured, 
 		}
 		w.add(in.family, 1, vals...)
 	}
-	w.addLifecycle(spec, ready, conds, previousRecord(prev, rec.uid))
-	w.addMetadata(k, conds)
-	if rev := r.str("status", "artifact", "revision"); rev != "" {
-		updated, _ := r.timestamp("status", "artifact", "lastUpdateTime")
-		tr.sawArtifact(objectKey{k.Kind, rec.Namespace, rec.Name}, rev, updated)
-	}
-	if k.Kind == "Kustomization" || k.Kind == "HelmRelease" {
-		rec.delivery = tr.observe(k.Kind, rec, r, conds)
-	}
-	rec.groupByFamily()
-	return rec, r.errs
+	return ready
 }
 
 // groupByFamily puts the series in family order, buf with them, so that a
@@ -181,8 +149,10 @@ func (rec *Record) groupByFamily() {
 
 // recordWriter renders series into a record.
 type recordWriter struct {
-	rec    *Record
-	r      *reader
+	rec *Record
+	r   *reader
+	// on is the families to render (Decoder.on).
+	on     familySet
 	object []string // the object label values
 	values []string
 	// derived holds flux_resource_info's worked-out labels, by
@@ -200,7 +170,7 @@ func (w *recordWriter) label(s labelSource) string {
 }
 
 func (w *recordWriter) add(f *family, v float64, extra ...string) {
-	if !metricFilter.includes(f.name) {
+	if !w.on.has(f) {
 		return
 	}
 	w.values = append(append(w.values[:0], w.object...), extra...)
@@ -211,7 +181,7 @@ func (w *recordWriter) add(f *family, v float64, extra ...string) {
 
 // addLabeled renders a series of a dynamic family (appendLabeled).
 func (w *recordWriter) addLabeled(f *family, v float64, pairs []labelPair) {
-	if !metricFilter.includes(f.name) {
+	if !w.on.has(f) {
 		return
 	}
 	start := len(w.rec.buf)

@@ -29,12 +29,18 @@ func (c recordCollector) Collect(ch chan<- prometheus.Metric) {
 
 func decodeYAML(t testing.TB, doc string) (string, *Record) {
 	t.Helper()
+	return decodeYAMLWith(t, DecoderOptions{}, doc)
+}
+
+// decodeYAMLWith is decodeYAML with a Decoder of options o.
+func decodeYAMLWith(t testing.TB, o DecoderOptions, doc string) (string, *Record) {
+	t.Helper()
 	var obj map[string]any
 	if err := yaml.Unmarshal([]byte(doc), &obj); err != nil {
 		t.Fatalf("bad test object: %v", err)
 	}
 	u := &unstructured.Unstructured{Object: obj}
-	acc, errs := Decode(kube.Kind{Kind: u.GetKind()}, u, nil)
+	acc, errs := NewDecoder(o).Decode(kube.Kind{Kind: u.GetKind()}, u, nil)
 	if len(errs) > 0 {
 		t.Fatalf("decode faults: %v", errs)
 	}

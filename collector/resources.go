@@ -20,6 +20,9 @@ type FluxState interface {
 // Deps are what collectors are built from.
 type Deps struct {
 	Flux FluxState
+	// Decoder is the one whose Decode the Flux cache transforms objects
+	// with: the scrape reads its options and sweeps its delivery state.
+	Decoder *Decoder
 	// Controllers is the Flux controllers' cache; nil leaves the
 	// controllers collector empty.
 	Controllers ControllerState
@@ -41,7 +44,10 @@ func init() {
 		if d.Flux == nil {
 			return nil, errors.New("no Flux object cache")
 		}
-		return &Resources{state: d.Flux, graph: &graphCache{logger: d.logger()}}, nil
+		if d.Decoder == nil {
+			return nil, errors.New("no Decoder: pass the one the Flux cache's transform uses")
+		}
+		return &Resources{state: d.Flux, delivery: d.Decoder.delivery, graph: &graphCache{logger: d.logger(), on: d.Decoder.on}}, nil
 	})
 }
 
@@ -78,6 +84,8 @@ var (
 // Resources reports every Flux object in the caches. It makes no API calls.
 type Resources struct {
 	state FluxState
+	// delivery is the tracker the cache's Decoder feeds.
+	delivery *deliveryTracker
 	// graph keeps the dependency graph's series between scrapes; nil
 	// leaves them out.
 	graph *graphCache
@@ -98,7 +106,7 @@ func (c *Resources) Update(ctx context.Context, ch chan<- prometheus.Metric) err
 	}
 	sc := scrapeOf(ctx)
 	states := sc.objects(c.state)
-	delivery.sweep(states)
+	c.delivery.sweep(states)
 	// A shard sees only its own objects: a reference to another shard's
 	// object would read as missing, and counts and roots would stop at the
 	// shard's edge. So only the references themselves, which are per

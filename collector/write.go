@@ -207,14 +207,3 @@ func (f *MetricFilter) Includes(name string) bool {
 	}
 	return !f.allow
 }
-
-func (f *MetricFilter) includes(name string) bool { return f.Includes(name) }
-
-// metricFilter is the filter records are rendered with; SetMetricFilter sets
-// it before any cache starts.
-var metricFilter *MetricFilter
-
-// SetMetricFilter makes Decode leave out the per-object families f excludes,
-// so that they cost neither memory nor scrape time. Call it before starting
-// the caches; records decoded earlier keep what they rendered.
-func SetMetricFilter(f *MetricFilter) { metricFilter = f }

@@ -155,9 +155,7 @@ func TestMetricFilter(t *testing.T) {
 // memory, because Decode does not render it.
 func TestFilteredFamiliesAreNotRendered(t *testing.T) {
 	deny, _ := NewMetricFilter(nil, []string{"^flux_resource_condition"})
-	SetMetricFilter(deny)
-	defer SetMetricFilter(nil)
-	_, rec := decodeYAML(t, `{"apiVersion":"source.toolkit.fluxcd.io/v1","kind":"GitRepository","metadata":{"name":"a","namespace":"b"},"status":{"conditions":[{"type":"Ready","status":"True","reason":"Succeeded","lastTransitionTime":"2026-01-01T00:00:00Z"}]}}`)
+	_, rec := decodeYAMLWith(t, DecoderOptions{Filter: deny}, `{"apiVersion":"source.toolkit.fluxcd.io/v1","kind":"GitRepository","metadata":{"name":"a","namespace":"b"},"status":{"conditions":[{"type":"Ready","status":"True","reason":"Succeeded","lastTransitionTime":"2026-01-01T00:00:00Z"}]}}`)
 	for _, s := range rec.series {
 		if f := families[s.family]; !deny.Includes(f.name) {
 			t.Errorf("the denied family %s was rendered", f.name)

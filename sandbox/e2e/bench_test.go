@@ -72,7 +72,8 @@ func BenchmarkScrape(b *testing.B) {
 	defer cancel()
 
 	before := heapAfterGC()
-	w, err := kube.NewWatcher(c.srv.RESTConfig(), kube.WatcherOptions{Transform: collector.Decode})
+	dec := collector.NewDecoder(collector.DecoderOptions{})
+	w, err := kube.NewWatcher(c.srv.RESTConfig(), kube.WatcherOptions{Transform: dec.Decode})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -90,7 +91,7 @@ func BenchmarkScrape(b *testing.B) {
 	}
 	retained := heapAfterGC() - before
 
-	exp, err := collector.New(collector.Deps{Flux: w})
+	exp, err := collector.New(collector.Deps{Flux: w, Decoder: dec}, collector.DefaultSelection())
 	if err != nil {
 		b.Fatal(err)
 	}

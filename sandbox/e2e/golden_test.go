@@ -44,7 +44,7 @@ func TestGolden(t *testing.T) {
 	if err := c.srv.InstallCRDs(t.Context(), crd); err != nil {
 		t.Fatal(err)
 	}
-	exp, err := collector.New(collector.Deps{Flux: nil})
+	exp, err := collector.New(collector.Deps{Flux: nil}, collector.DefaultSelection())
 	if err == nil || exp != nil {
 		t.Fatal("collector.New accepted a missing cache")
 	}
@@ -85,12 +85,16 @@ func runGolden(t *testing.T, c *cluster, ns, path string) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	w, err := kube.NewWatcher(c.srv.RESTConfig(), kube.WatcherOptions{Namespaces: []string{ns}, Transform: collector.Decode})
+	dec := collector.NewDecoder(collector.DecoderOptions{})
+	w, err := kube.NewWatcher(c.srv.RESTConfig(), kube.WatcherOptions{Namespaces: []string{ns}, Transform: dec.Decode})
 	if err != nil {
 		t.Fatal(err)
 	}
 	go w.Run(ctx)
-	exp, err := collector.New(collector.Deps{Flux: w})
+	if _, err := collector.New(collector.Deps{Flux: w}, collector.DefaultSelection()); err == nil {
+		t.Fatal("collector.New accepted a cache without its Decoder")
+	}
+	exp, err := collector.New(collector.Deps{Flux: w, Decoder: dec}, collector.DefaultSelection())
 	if err != nil {
 		t.Fatal(err)
 	}
