@@ -45,7 +45,11 @@ vet:
 fmt:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
-lint: fmt vet checkrules lint-dashboards
+lint: fmt vet funclen checkrules lint-dashboards
+
+## funclen: no function outside tests longer than 80 lines (funclen_test.go).
+funclen:
+	$(GO) test -run '^TestFunctionLength$$' -count=1 .
 
 ## checkrules: promtool check and unit-test the alert rules.
 checkrules:

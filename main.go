@@ -133,89 +133,164 @@ func run(args []string) int {
 		fmt.Fprintf(os.Stderr, "%s: %v; see --help\n", program, nameFlag(app, args, err))
 		return 2
 	}
-	if err := kube.ValidateNamespaces(splitList(*c.namespaces), splitList(*c.excludeNS)); err != nil {
-		fmt.Fprintf(os.Stderr, "%s: %v\n", program, err)
-		return 2
-	}
-	apiGroups, err := kube.ParseAPIGroups(*c.apiGroups)
+	s, err := settle(c)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "%s: %v\n", program, err)
 		return 2
 	}
-	if err := validateSharding(c); err != nil {
-		fmt.Fprintf(os.Stderr, "%s: %v\n", program, err)
-		return 2
-	}
-	metricFilter, err := collector.NewMetricFilter(splitList(*c.metricAllowlist), splitList(*c.metricDenylist))
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "%s: %v\n", program, err)
-		return 2
-	}
-	labelsAllow, labelsWarnings, err := collector.ParseMetadataAllowlist("--metric-labels-allowlist", *c.labelsAllowlist)
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "%s: %v\n", program, err)
-		return 2
-	}
-	annotsAllow, annotsWarnings, err := collector.ParseMetadataAllowlist("--metric-annotations-allowlist", *c.annotsAllowlist)
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "%s: %v\n", program, err)
-		return 2
-	}
-	// Records render only the families the filter keeps.
-	decoder := collector.NewDecoder(collector.DecoderOptions{Filter: metricFilter,
-		Labels: labelsAllow, Annotations: annotsAllow, GotkResourceInfo: *c.gotkResourceInfo})
 	logger := promslog.New(&c.log)
 	klog.SetSlogLogger(logger.With("component", "client-go"))
-	for _, w := range append(labelsWarnings, annotsWarnings...) {
+	for _, w := range s.warnings {
 		logger.Warn("Allowlist entry does not do what it seems to", "warning", w)
 	}
-
 	logger.Info("Starting "+program, "version", version.Info())
 	logger.Info("Build context", "build_context", version.BuildContext())
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if f := start(ctx, stop, c, s, logger); f != nil {
+		logger.Error(f.msg, "err", f.err)
+		return f.code
+	}
+	logger.Info("Shut down cleanly")
+	return 0
+}
 
+// settings are the flags that need more than parsing, checked and read.
+type settings struct {
+	apiGroups           []string
+	filter              *collector.MetricFilter
+	labels, annotations *collector.MetadataAllowlist
+	// warnings are allowlist entries that parse but may not mean what they
+	// seem to.
+	warnings []string
+	decoder  *collector.Decoder
+}
+
+// settle checks the flags against each other and reads the lists they
+// hold; its error names the flag and what to give instead.
+func settle(c *config) (settings, error) {
+	var s settings
+	if err := kube.ValidateNamespaces(splitList(*c.namespaces), splitList(*c.excludeNS)); err != nil {
+		return s, err
+	}
+	var err error
+	if s.apiGroups, err = kube.ParseAPIGroups(*c.apiGroups); err != nil {
+		return s, err
+	}
+	if err := validateSharding(c); err != nil {
+		return s, err
+	}
+	if s.filter, err = collector.NewMetricFilter(splitList(*c.metricAllowlist), splitList(*c.metricDenylist)); err != nil {
+		return s, err
+	}
+	var lw, aw []string
+	if s.labels, lw, err = collector.ParseMetadataAllowlist("--metric-labels-allowlist", *c.labelsAllowlist); err != nil {
+		return s, err
+	}
+	if s.annotations, aw, err = collector.ParseMetadataAllowlist("--metric-annotations-allowlist", *c.annotsAllowlist); err != nil {
+		return s, err
+	}
+	s.warnings = append(lw, aw...)
+	// Records render only the families the filter keeps.
+	s.decoder = collector.NewDecoder(collector.DecoderOptions{Filter: s.filter,
+		Labels: s.labels, Annotations: s.annotations, GotkResourceInfo: *c.gotkResourceInfo})
+	return s, nil
+}
+
+// failure is why the exporter stops: the log line, the error and the exit
+// code (2 for a configuration the exporter cannot use, 1 otherwise).
+type failure struct {
+	code int
+	msg  string
+	err  error
+}
+
+func fail(code int, msg string, err error) *failure { return &failure{code, msg, err} }
+
+// start connects to the API server, starts the caches and collectors and
+// serves until ctx ends; stop ends it early.
+func start(ctx context.Context, stop context.CancelFunc, c *config, s settings, logger *slog.Logger) *failure {
+	cfg, f := connect(ctx, c, logger)
+	if f != nil {
+		return f
+	}
+	sharding, podSharding, f := resolveSharding(ctx, c, cfg, logger)
+	if f != nil {
+		return f
+	}
+	watcher, f := startWatcher(ctx, c, s, cfg, sharding, podSharding, logger)
+	if f != nil {
+		return f
+	}
+	exporter, ready, f := startCollectors(ctx, c, s, cfg, watcher, sharding, logger)
+	if f != nil {
+		return f
+	}
+	static := prometheus.NewRegistry()
+	static.MustRegister(versioncollector.NewCollector(program))
+	routes, f := startEvents(ctx, stop, c, watcher, static, logger)
+	if f != nil {
+		return f
+	}
+	if *c.dispatchFailures {
+		if err := startDispatch(ctx, c, cfg, watcher, static, logger.With("component", "dispatch")); err != nil {
+			return fail(1, "Cannot watch notification dispatch failures; grant list and watch on events, or pass --no-notifications.dispatch-failures", err)
+		}
+	}
+	return serve(ctx, c, s, exporter, ready, static, routes, logger)
+}
+
+// connect builds the client configuration and waits for the API server,
+// which must let the exporter read CustomResourceDefinitions.
+func connect(ctx context.Context, c *config, logger *slog.Logger) (*rest.Config, *failure) {
 	c.kube.UserAgent = program + "/" + version.Version
 	cfg, source, err := kube.RESTConfig(c.kube)
 	if err != nil {
-		logger.Error("Cannot configure the Kubernetes client", "err", err)
-		return 1
+		return nil, fail(1, "Cannot configure the Kubernetes client", err)
 	}
 	serverVersion, err := kube.WaitForServer(ctx, cfg, *c.startupTimeout, logger)
 	if err != nil {
-		logger.Error("Kubernetes API server unreachable", "err", err)
-		return 1
+		return nil, fail(1, "Kubernetes API server unreachable", err)
 	}
 	logger.Info("Connected to Kubernetes", "host", cfg.Host, "config", source, "server_version", serverVersion)
-
 	dyn, err := dynamic.NewForConfig(cfg)
 	if err != nil {
-		logger.Error("Cannot create the Kubernetes client", "err", err)
-		return 1
+		return nil, fail(1, "Cannot create the Kubernetes client", err)
 	}
 	if err := checkCRDAccess(ctx, dyn); err != nil {
-		logger.Error("Cannot read CustomResourceDefinitions", "err", err)
-		return 1
+		return nil, fail(1, "Cannot read CustomResourceDefinitions", err)
 	}
+	return cfg, nil
+}
+
+// resolveSharding reads this replica's shard from the flags or, with
+// --pod, from its StatefulSet, which it then follows.
+func resolveSharding(ctx context.Context, c *config, cfg *rest.Config, logger *slog.Logger) (kube.Sharding, *kube.PodSharding, *failure) {
 	sharding := kube.Sharding{Shard: *c.shard, Total: *c.totalShards}
 	var podSharding *kube.PodSharding
 	if *c.pod != "" {
+		var err error
 		if podSharding, err = kube.NewPodSharding(cfg, *c.pod, *c.podNamespace, logger.With("component", "sharding")); err == nil {
 			rctx, cancel := context.WithTimeout(ctx, *c.startupTimeout)
 			sharding, err = podSharding.Resolve(rctx)
 			cancel()
 		}
 		if err != nil {
-			logger.Error("Cannot find this pod's shard", "err", err)
-			return 1
+			return sharding, nil, fail(1, "Cannot find this pod's shard", err)
 		}
 	}
 	if sharding.Enabled() {
 		logger.Info("Sharding the Flux objects", "shard", sharding.Shard, "total_shards", sharding.Total, "from_pod", *c.pod != "")
 	}
+	return sharding, podSharding, nil
+}
+
+// startWatcher starts the Flux object caches, decoded by s.decoder, and
+// reshards them when the StatefulSet scales.
+func startWatcher(ctx context.Context, c *config, s settings, cfg *rest.Config, sharding kube.Sharding, podSharding *kube.PodSharding, logger *slog.Logger) (*kube.Watcher, *failure) {
 	watcher, err := kube.NewWatcher(cfg, kube.WatcherOptions{
-		APIGroups:         apiGroups,
+		APIGroups:         s.apiGroups,
 		Namespaces:        splitList(*c.namespaces),
 		ExcludeNamespaces: splitList(*c.excludeNS),
 		Sharding:          sharding,
@@ -223,30 +298,34 @@ func run(args []string) int {
 		// remember its deletions as long to tell them from other shards'
 		// objects.
 		DeletedRetention: c.events.SeriesTTL,
-		Transform:        decoder.Decode,
+		Transform:        s.decoder.Decode,
 		Logger:           logger,
 	})
 	if err != nil {
-		logger.Error("Cannot watch Flux objects", "err", err)
-		return 1
+		return nil, fail(1, "Cannot watch Flux objects", err)
 	}
 	go watcher.Run(ctx)
 	go warnUnknownResources(ctx, logger, watcher, map[string]*collector.MetadataAllowlist{
-		"--metric-labels-allowlist": labelsAllow, "--metric-annotations-allowlist": annotsAllow,
+		"--metric-labels-allowlist": s.labels, "--metric-annotations-allowlist": s.annotations,
 	})
 	if podSharding != nil {
-		err := podSharding.Watch(ctx, sharding, func(s kube.Sharding) {
-			if err := watcher.Reshard(ctx, s); err != nil {
+		err := podSharding.Watch(ctx, sharding, func(sh kube.Sharding) {
+			if err := watcher.Reshard(ctx, sh); err != nil {
 				logger.Error("Resharding left some Flux kinds unwatched", "err", err)
 			}
 		})
 		if err != nil {
-			logger.Error("Cannot watch this pod's StatefulSet", "err", err)
-			return 1
+			return nil, fail(1, "Cannot watch this pod's StatefulSet", err)
 		}
 	}
+	return watcher, nil
+}
 
-	deps := collector.Deps{Flux: watcher, Decoder: decoder, ControllersTimeout: *c.controllersTimeout, Logger: logger}
+// startCollectors builds the enabled collectors, starting the controller
+// pods' cache when the controllers collector runs, and returns what
+// /-/ready checks.
+func startCollectors(ctx context.Context, c *config, s settings, cfg *rest.Config, watcher *kube.Watcher, sharding kube.Sharding, logger *slog.Logger) (*collector.Exporter, func() (bool, []string), *failure) {
+	deps := collector.Deps{Flux: watcher, Decoder: s.decoder, ControllersTimeout: *c.controllersTimeout, Logger: logger}
 	ready := watcher.Ready
 	// Controller series come from the controller pods, not from the Flux
 	// objects: every replica would export the same ones, and dashboards that
@@ -259,73 +338,71 @@ func run(args []string) int {
 	if c.collectors.Enabled("controllers") {
 		controllers, err := kube.NewControllers(cfg, kube.ControllersOptions{Namespace: *c.fluxNamespace, Selector: *c.controllerSelector, Logger: logger})
 		if err != nil {
-			logger.Error("Cannot watch the Flux controllers", "err", err)
-			return 2
+			return nil, nil, fail(2, "Cannot watch the Flux controllers", err)
 		}
 		if err := controllers.Start(ctx); err != nil {
-			logger.Error("Cannot watch the Flux controllers", "err", err)
-			return 1
+			return nil, nil, fail(1, "Cannot watch the Flux controllers", err)
 		}
 		deps.Controllers = controllers
 		ready = allReady(watcher.Ready, controllers.Ready)
 	}
-
 	exporter, err := collector.New(deps, c.collectors)
 	if err != nil {
-		logger.Error("Cannot start collectors", "err", err)
-		return 1
+		return nil, nil, fail(1, "Cannot start collectors", err)
 	}
+	return exporter, ready, nil
+}
 
-	static := prometheus.NewRegistry()
-	static.MustRegister(versioncollector.NewCollector(program))
+// startEvents starts the events receiver when --events.enabled: on the
+// metrics listener (the route it returns) or on its own.
+func startEvents(ctx context.Context, stop context.CancelFunc, c *config, watcher *kube.Watcher, static *prometheus.Registry, logger *slog.Logger) (map[string]http.Handler, *failure) {
 	routes := map[string]http.Handler{}
-	if *c.eventsEnabled {
-		c.events.MaxBodyBytes = int64(*c.eventsMaxBody)
-		c.events.Exists = watcher.Exists
-		c.events.Logger = logger.With("component", "events")
-		receiver, err := events.New(c.events)
-		if err != nil {
-			logger.Error("Cannot enable the events endpoint", "err", err)
-			return 2
-		}
-		if c.events.HMACKeyFile == "" {
-			logger.Warn("Events endpoint accepts unsigned events: anyone who can reach it can write event metrics; set --events.hmac-key-file")
-		}
-		static.MustRegister(receiver)
-		go receiver.Run(ctx)
-		if *c.eventsListen == "" {
-			routes[events.Path] = receiver
-		} else {
-			emux := http.NewServeMux()
-			emux.Handle(events.Path, receiver)
-			esrv := web.NewServer(emux, receiver.MaxBodyBytes())
-			eflags := &toolkit.FlagConfig{WebListenAddresses: &[]string{*c.eventsListen}, WebSystemdSocket: new(bool), WebConfigFile: c.eventsWebConfig}
-			go func() {
-				if err := web.Serve(ctx, esrv, eflags, logger.With("listener", "events")); err != nil {
-					logger.Error("Events listener failed", "err", err)
-					stop()
-				}
-			}()
-		}
+	if !*c.eventsEnabled {
+		return routes, nil
 	}
-	if *c.dispatchFailures {
-		if err := startDispatch(ctx, c, cfg, watcher, static, logger.With("component", "dispatch")); err != nil {
-			logger.Error("Cannot watch notification dispatch failures; grant list and watch on events, or pass --no-notifications.dispatch-failures", "err", err)
-			return 1
-		}
+	c.events.MaxBodyBytes = int64(*c.eventsMaxBody)
+	c.events.Exists = watcher.Exists
+	c.events.Logger = logger.With("component", "events")
+	receiver, err := events.New(c.events)
+	if err != nil {
+		return nil, fail(2, "Cannot enable the events endpoint", err)
 	}
+	if c.events.HMACKeyFile == "" {
+		logger.Warn("Events endpoint accepts unsigned events: anyone who can reach it can write event metrics; set --events.hmac-key-file")
+	}
+	static.MustRegister(receiver)
+	go receiver.Run(ctx)
+	if *c.eventsListen == "" {
+		routes[events.Path] = receiver
+		return routes, nil
+	}
+	emux := http.NewServeMux()
+	emux.Handle(events.Path, receiver)
+	esrv := web.NewServer(emux, receiver.MaxBodyBytes())
+	eflags := &toolkit.FlagConfig{WebListenAddresses: &[]string{*c.eventsListen}, WebSystemdSocket: new(bool), WebConfigFile: c.eventsWebConfig}
+	go func() {
+		if err := web.Serve(ctx, esrv, eflags, logger.With("listener", "events")); err != nil {
+			logger.Error("Events listener failed", "err", err)
+			stop()
+		}
+	}()
+	return routes, nil
+}
+
+// serve answers scrapes, /-/healthy, /-/ready and the routes until ctx
+// ends.
+func serve(ctx context.Context, c *config, s settings, exporter *collector.Exporter, ready func() (bool, []string), static *prometheus.Registry, routes map[string]http.Handler, logger *slog.Logger) *failure {
 	var instrument prometheus.Registerer
 	if !*c.disableExpMets {
 		static.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 		instrument = static
 	}
-
 	mux, err := web.NewMux(web.Options{
 		TelemetryPath: *c.telemetryPath,
 		Version:       version.Info(),
 		Static:        static,
 		Scrape:        exporter.ScrapeWriting,
-		Filter:        metricFilter,
+		Filter:        s.filter,
 		Instrument:    instrument,
 		TimeoutOffset: *c.timeoutOffset,
 		MaxRequests:   *c.maxRequests,
@@ -334,16 +411,13 @@ func run(args []string) int {
 		Logger:        logger,
 	})
 	if err != nil {
-		logger.Error("Cannot build HTTP routes", "err", err)
-		return 1
+		return fail(1, "Cannot build HTTP routes", err)
 	}
 	srv := web.NewServer(mux, web.MaxBodyBytes(routes))
 	if err := web.Serve(ctx, srv, c.web, logger); err != nil {
-		logger.Error("HTTP server failed", "err", err)
-		return 1
+		return fail(1, "HTTP server failed", err)
 	}
-	logger.Info("Shut down cleanly")
-	return 0
+	return nil
 }
 
 // startDispatch registers the dispatch failure counts when the API server

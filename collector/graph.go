@@ -190,111 +190,141 @@ func (g *graph) dependents() []int32 {
 // component it reaches: the roots of a component are those of the
 // components it reaches, or its own members when it reaches none.
 func (g *graph) rootCauses() [][]int32 {
+	rs := newRootSearch(g)
+	for v := range int32(rs.total) {
+		if rs.bad(v) && rs.order[v] == unvisited {
+			rs.visit(v)
+		}
+	}
+	return rs.roots()
+}
+
+const unvisited = -1
+
+// rootSearch is Tarjan's strongly connected components over the blocking
+// edges of the graph's failing objects (missing objects count as failing),
+// each component carrying the roots upstream of it.
+type rootSearch struct {
+	g            *graph
+	n, total     int // objects; objects and missing ones
+	order, low   []int32
+	comp         []int32
+	onStack      []bool
+	stack        []int32
+	counter      int32
+	compRoots    [][]int32
+	compMembers  [][]int32
+	compUpstream []bool // the component reaches another one
+}
+
+func newRootSearch(g *graph) *rootSearch {
 	n := len(g.nodes)
 	total := n + len(g.missing)
-	bad := func(v int32) bool { return int(v) >= n || !g.nodes[v].rec.ready }
-	blocking := func(e blockEdge) bool {
-		if !bad(e.to) || int(e.to) >= n {
-			return bad(e.to)
-		}
-		switch rec := g.nodes[e.to].rec; e.need {
-		case needArtifact:
-			return !rec.hasArtifact
-		case needChart:
-			return !rec.chartUsable
-		}
-		return true
+	rs := &rootSearch{g: g, n: n, total: total, order: make([]int32, total), low: make([]int32, total),
+		comp: make([]int32, total), onStack: make([]bool, total)}
+	for i := range rs.order {
+		rs.order[i], rs.comp[i] = unvisited, unvisited
 	}
-	next := func(v int32) []blockEdge {
-		if int(v) >= n {
-			return nil // a missing object references nothing
-		}
-		return g.blocks[v]
-	}
-	const unvisited = -1
-	order := make([]int32, total) // Tarjan's index, or unvisited
-	low := make([]int32, total)
-	comp := make([]int32, total)
-	onStack := make([]bool, total)
-	for i := range order {
-		order[i], comp[i] = unvisited, unvisited
-	}
-	var stack []int32
-	var compRoots [][]int32
-	var compMembers [][]int32
-	var compUpstream []bool // the component reaches another one
-	counter := int32(0)
+	return rs
+}
 
-	var visit func(v int32)
-	visit = func(v int32) {
-		order[v], low[v] = counter, counter
-		counter++
-		stack = append(stack, v)
-		onStack[v] = true
-		for _, e := range next(v) {
-			if !blocking(e) {
-				continue
-			}
-			switch w := e.to; {
-			case order[w] == unvisited:
-				visit(w)
-				low[v] = min(low[v], low[w])
-			case onStack[w]:
-				low[v] = min(low[v], order[w])
-			}
-		}
-		if low[v] != order[v] {
-			return
-		}
-		c := int32(len(compMembers))
-		var members []int32
-		for {
-			w := stack[len(stack)-1]
-			stack = stack[:len(stack)-1]
-			onStack[w] = false
-			comp[w] = c
-			members = append(members, w)
-			if w == v {
-				break
-			}
-		}
-		var roots []int32
-		upstream := false
-		for _, u := range members {
-			for _, e := range next(u) {
-				if w := e.to; blocking(e) && comp[w] != c {
-					upstream = true
-					roots = unionSorted(roots, compRoots[comp[w]])
-				}
-			}
-		}
-		if !upstream {
-			roots = slices.Clone(members)
-			slices.Sort(roots)
-		}
-		compMembers = append(compMembers, members)
-		compRoots = append(compRoots, roots)
-		compUpstream = append(compUpstream, upstream)
-	}
-	for v := range int32(total) {
-		if bad(v) && order[v] == unvisited {
-			visit(v)
-		}
-	}
+// bad is whether v fails: missing, or not Ready.
+func (rs *rootSearch) bad(v int32) bool { return int(v) >= rs.n || !rs.g.nodes[v].rec.ready }
 
-	out := make([][]int32, n)
-	for i := range int32(n) {
-		if !bad(i) {
+// blocking is whether e stops its object: its target fails in what the
+// edge needs of it.
+func (rs *rootSearch) blocking(e blockEdge) bool {
+	if !rs.bad(e.to) || int(e.to) >= rs.n {
+		return rs.bad(e.to)
+	}
+	switch rec := rs.g.nodes[e.to].rec; e.need {
+	case needArtifact:
+		return !rec.hasArtifact
+	case needChart:
+		return !rec.chartUsable
+	}
+	return true
+}
+
+func (rs *rootSearch) next(v int32) []blockEdge {
+	if int(v) >= rs.n {
+		return nil // a missing object references nothing
+	}
+	return rs.g.blocks[v]
+}
+
+func (rs *rootSearch) visit(v int32) {
+	rs.order[v], rs.low[v] = rs.counter, rs.counter
+	rs.counter++
+	rs.stack = append(rs.stack, v)
+	rs.onStack[v] = true
+	for _, e := range rs.next(v) {
+		if !rs.blocking(e) {
 			continue
 		}
-		c := comp[i]
-		switch members := compMembers[c]; {
-		case compUpstream[c]:
-			out[i] = compRoots[c]
+		switch w := e.to; {
+		case rs.order[w] == unvisited:
+			rs.visit(w)
+			rs.low[v] = min(rs.low[v], rs.low[w])
+		case rs.onStack[w]:
+			rs.low[v] = min(rs.low[v], rs.order[w])
+		}
+	}
+	if rs.low[v] == rs.order[v] {
+		rs.closeComponent(v)
+	}
+}
+
+// closeComponent pops v's component and works out its roots: the union of
+// the roots of the components it blocks on, or its own members when it
+// blocks on none.
+func (rs *rootSearch) closeComponent(v int32) {
+	c := int32(len(rs.compMembers))
+	var members []int32
+	for {
+		w := rs.stack[len(rs.stack)-1]
+		rs.stack = rs.stack[:len(rs.stack)-1]
+		rs.onStack[w] = false
+		rs.comp[w] = c
+		members = append(members, w)
+		if w == v {
+			break
+		}
+	}
+	var roots []int32
+	upstream := false
+	for _, u := range members {
+		for _, e := range rs.next(u) {
+			if w := e.to; rs.blocking(e) && rs.comp[w] != c {
+				upstream = true
+				roots = unionSorted(roots, rs.compRoots[rs.comp[w]])
+			}
+		}
+	}
+	if !upstream {
+		roots = slices.Clone(members)
+		slices.Sort(roots)
+	}
+	rs.compMembers = append(rs.compMembers, members)
+	rs.compRoots = append(rs.compRoots, roots)
+	rs.compUpstream = append(rs.compUpstream, upstream)
+}
+
+// roots gives each failing object its root causes.
+func (rs *rootSearch) roots() [][]int32 {
+	out := make([][]int32, rs.n)
+	for i := range int32(rs.n) {
+		if !rs.bad(i) {
+			continue
+		}
+		c := rs.comp[i]
+		switch members := rs.compMembers[c]; {
+		case rs.compUpstream[c]:
+			out[i] = rs.compRoots[c]
 		case len(members) > 1:
 			// A cycle that nothing upstream fails: the others in it block i.
-			out[i] = slices.DeleteFunc(slices.Clone(compRoots[c]), func(v int32) bool { return v == i })
-		case slices.ContainsFunc(g.blocks[i], func(e blockEdge) bool { return e.to == i && blocking(e) }):
+			out[i] = slices.DeleteFunc(slices.Clone(rs.compRoots[c]), func(v int32) bool { return v == i })
+		case slices.ContainsFunc(rs.g.blocks[i], func(e blockEdge) bool { return e.to == i && rs.blocking(e) }):
 			out[i] = []int32{i} // i depends on itself
 		}
 	}

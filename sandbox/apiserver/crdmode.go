@@ -61,11 +61,48 @@ func (s *Server) buildCRD(ln net.Listener, ca *authority, serving keyPair, etcdU
 	if err != nil {
 		return nil, err
 	}
+	cfg, err := crdModeConfig(ln, ca, paths, etcdURL)
+	if err != nil {
+		return nil, err
+	}
+	completed := cfg.Complete()
+	// Complete switches discovery off because it expects to sit behind
+	// kube-apiserver; standing alone, kubectl and discovery clients need it.
+	completed.GenericConfig.EnableDiscovery = true
+	server, err := completed.New(genericapiserver.NewEmptyDelegate())
+	if err != nil {
+		return nil, fmt.Errorf("create apiextensions-apiserver: %w", err)
+	}
+	return server.GenericAPIServer.PrepareRun().RunWithContext, nil
+}
 
+// crdModeConfig assembles the apiextensions-apiserver's configuration
+// under buildMu, as its steps set process-wide component globals.
+func crdModeConfig(ln net.Listener, ca *authority, paths []string, etcdURL string) (*apiserver.Config, error) {
 	buildMu.Lock()
-	unlock := sync.OnceFunc(buildMu.Unlock)
-	defer unlock()
+	defer buildMu.Unlock()
+	o, err := crdModeOptions(ln, paths, etcdURL)
+	if err != nil {
+		return nil, err
+	}
+	generic, err := crdModeGenericConfig(o, ca)
+	if err != nil {
+		return nil, err
+	}
+	return &apiserver.Config{
+		GenericConfig: generic,
+		ExtraConfig: apiserver.ExtraConfig{
+			CRDRESTOptionsGetter: crdoptions.NewCRDRESTOptionsGetter(*o.RecommendedOptions.Etcd, generic.ResourceTransformers, generic.StorageObjectCountTracker),
+			ServiceResolver:      noServices{},
+			AuthResolverWrapper:  webhook.NewDefaultAuthenticationInfoResolverWrapper(nil, nil, generic.LoopbackClientConfig, noopoteltrace.NewTracerProvider()),
+		},
+	}, nil
+}
 
+// crdModeOptions are the apiextensions-apiserver's options serving on ln
+// with the certificate and key at paths, without core API, admission,
+// authentication, authorization or priority and fairness.
+func crdModeOptions(ln net.Listener, paths []string, etcdURL string) (*crdoptions.CustomResourceDefinitionsServerOptions, error) {
 	o := crdoptions.NewCustomResourceDefinitionsServerOptions(io.Discard, io.Discard)
 	registry, err := newComponentRegistry()
 	if err != nil {
@@ -86,7 +123,6 @@ func (s *Server) buildCRD(ln net.Listener, ca *authority, serving keyPair, etcdU
 	rec.Authentication = nil
 	rec.Authorization = nil
 	rec.Features.EnablePriorityAndFairness = false
-
 	if err := registry.Set(); err != nil {
 		return nil, fmt.Errorf("apply component globals: %w", err)
 	}
@@ -96,14 +132,19 @@ func (s *Server) buildCRD(ln net.Listener, ca *authority, serving keyPair, etcdU
 	if err := o.Validate(); err != nil {
 		return nil, fmt.Errorf("validate apiextensions options: %w", err)
 	}
+	return o, nil
+}
 
-	// The stock options.Config() needs a core informer factory that this mode
-	// does not have, so the configuration is assembled here.
+// crdModeGenericConfig applies the options to a generic server
+// configuration, by hand: the stock options.Config() needs a core informer
+// factory that this mode does not have. Client certificates from ca
+// authenticate, anything else is anonymous, and everything is allowed.
+func crdModeGenericConfig(o *crdoptions.CustomResourceDefinitionsServerOptions, ca *authority) (*genericapiserver.RecommendedConfig, error) {
 	generic := genericapiserver.NewRecommendedConfig(apiserver.Codecs)
 	if err := o.ServerRunOptions.ApplyTo(&generic.Config); err != nil {
 		return nil, fmt.Errorf("apply server run options: %w", err)
 	}
-	if err := rec.ApplyTo(generic); err != nil {
+	if err := o.RecommendedOptions.ApplyTo(generic); err != nil {
 		return nil, fmt.Errorf("apply recommended options: %w", err)
 	}
 	if err := o.APIEnablement.ApplyTo(&generic.Config, apiserver.DefaultAPIResourceConfigSource(), apiserver.Scheme); err != nil {
@@ -124,25 +165,7 @@ func (s *Server) buildCRD(ln net.Listener, ca *authority, serving keyPair, etcdU
 	namer := openapinamer.NewDefinitionNamer(apiserver.Scheme, scheme.Scheme)
 	generic.OpenAPIConfig = genericapiserver.DefaultOpenAPIConfig(definitions, namer)
 	generic.OpenAPIV3Config = genericapiserver.DefaultOpenAPIV3Config(definitions, namer)
-
-	cfg := &apiserver.Config{
-		GenericConfig: generic,
-		ExtraConfig: apiserver.ExtraConfig{
-			CRDRESTOptionsGetter: crdoptions.NewCRDRESTOptionsGetter(*rec.Etcd, generic.ResourceTransformers, generic.StorageObjectCountTracker),
-			ServiceResolver:      noServices{},
-			AuthResolverWrapper:  webhook.NewDefaultAuthenticationInfoResolverWrapper(nil, nil, generic.LoopbackClientConfig, noopoteltrace.NewTracerProvider()),
-		},
-	}
-	unlock()
-	completed := cfg.Complete()
-	// Complete switches discovery off because it expects to sit behind
-	// kube-apiserver; standing alone, kubectl and discovery clients need it.
-	completed.GenericConfig.EnableDiscovery = true
-	server, err := completed.New(genericapiserver.NewEmptyDelegate())
-	if err != nil {
-		return nil, fmt.Errorf("create apiextensions-apiserver: %w", err)
-	}
-	return server.GenericAPIServer.PrepareRun().RunWithContext, nil
+	return generic, nil
 }
 
 // noServices resolves no Service: there are no Services in CRD mode, so CRD

@@ -7,7 +7,6 @@ import (
 	"net"
 	"path/filepath"
 	"strconv"
-	"sync"
 	"sync/atomic"
 
 	"github.com/spf13/pflag"
@@ -37,6 +36,30 @@ var informerSeq atomic.Uint64
 // buildFull goes through kube-apiserver's own start-up: flags → options →
 // Complete → Validate → NewConfig → Complete → CreateServerChain → PrepareRun.
 func (s *Server) buildFull(ctx context.Context, ln net.Listener, ca *authority, serving keyPair, etcdURL string) (func(context.Context) error, error) {
+	args, err := s.fullModeArgs(ln, ca, serving, etcdURL)
+	if err != nil {
+		return nil, err
+	}
+	completedConfig, err := s.fullModeConfig(ctx, ln, args)
+	if err != nil {
+		return nil, err
+	}
+	// The rest builds this server's own handlers and OpenAPI documents, the
+	// slow part (seconds under -race), and may run alongside other servers.
+	chain, err := app.CreateServerChain(completedConfig)
+	if err != nil {
+		return nil, fmt.Errorf("create kube-apiserver server chain: %w", err)
+	}
+	prepared, err := chain.PrepareRun()
+	if err != nil {
+		return nil, fmt.Errorf("prepare kube-apiserver: %w", err)
+	}
+	return prepared.Run, nil
+}
+
+// fullModeArgs writes the certificates and keys into the server's
+// directory and returns kube-apiserver's command line for them.
+func (s *Server) fullModeArgs(ln net.Listener, ca *authority, serving keyPair, etcdURL string) ([]string, error) {
 	saKey, err := newSigningKey()
 	if err != nil {
 		return nil, err
@@ -51,8 +74,7 @@ func (s *Server) buildFull(ctx context.Context, ln net.Listener, ca *authority, 
 	}
 	servingCert, servingKey, clientCA, saKeyFile := paths[0], paths[1], paths[2], paths[3]
 	loopback := ln.Addr().(*net.TCPAddr)
-
-	args := []string{
+	return []string{
 		"--etcd-servers=" + etcdURL,
 		"--bind-address=" + loopback.IP.String(),
 		"--advertise-address=" + loopback.IP.String(),
@@ -71,16 +93,20 @@ func (s *Server) buildFull(ctx context.Context, ln net.Listener, ca *authority, 
 		"--endpoint-reconciler-type=none",
 		"--allow-privileged=true",
 		"--shutdown-watch-termination-grace-period=" + watchDrainPeriod.String(),
-	}
+	}, nil
+}
 
+// fullModeConfig turns the command line into a completed configuration,
+// serving on the pre-bound listener. It holds buildMu: these steps set
+// process-wide component globals.
+func (s *Server) fullModeConfig(ctx context.Context, ln net.Listener, args []string) (app.CompletedConfig, error) {
 	buildMu.Lock()
-	unlock := sync.OnceFunc(buildMu.Unlock)
-	defer unlock()
-
+	defer buildMu.Unlock()
+	var none app.CompletedConfig
 	o := options.NewServerRunOptions()
 	registry, err := newComponentRegistry()
 	if err != nil {
-		return nil, err
+		return none, err
 	}
 	o.GenericServerRunOptions.ComponentGlobalsRegistry = registry
 	fs := pflag.NewFlagSet("kube-apiserver", pflag.ContinueOnError)
@@ -88,49 +114,36 @@ func (s *Server) buildFull(ctx context.Context, ln net.Listener, ca *authority, 
 		fs.AddFlagSet(set)
 	}
 	if err := fs.Parse(args); err != nil {
-		return nil, fmt.Errorf("parse kube-apiserver flags: %w", err)
+		return none, fmt.Errorf("parse kube-apiserver flags: %w", err)
 	}
 	// Serving on the pre-bound listener leaves no window in which another
 	// process could take the port.
 	o.SecureServing.Listener = ln
 	if err := registry.Set(); err != nil {
-		return nil, fmt.Errorf("apply component globals: %w", err)
+		return none, fmt.Errorf("apply component globals: %w", err)
 	}
-
 	completed, err := o.Complete(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("complete kube-apiserver options: %w", err)
+		return none, fmt.Errorf("complete kube-apiserver options: %w", err)
 	}
 	if errs := completed.Validate(); len(errs) > 0 {
-		return nil, fmt.Errorf("validate kube-apiserver options: %w", utilerrors.NewAggregate(errs))
+		return none, fmt.Errorf("validate kube-apiserver options: %w", utilerrors.NewAggregate(errs))
 	}
 	name, err := cache.NewInformerName("flux-sandbox-kube-apiserver-" + strconv.FormatUint(informerSeq.Add(1), 10))
 	if err != nil {
-		return nil, fmt.Errorf("reserve informer name: %w", err)
+		return none, fmt.Errorf("reserve informer name: %w", err)
 	}
 	s.release = name.Release
 	completed.InformerName = name
-
 	config, err := app.NewConfig(completed)
 	if err != nil {
-		return nil, fmt.Errorf("kube-apiserver config: %w", err)
+		return none, fmt.Errorf("kube-apiserver config: %w", err)
 	}
 	completedConfig, err := config.Complete()
 	if err != nil {
-		return nil, fmt.Errorf("complete kube-apiserver config: %w", err)
+		return none, fmt.Errorf("complete kube-apiserver config: %w", err)
 	}
-	// The rest builds this server's own handlers and OpenAPI documents, the
-	// slow part (seconds under -race), and may run alongside other servers.
-	unlock()
-	chain, err := app.CreateServerChain(completedConfig)
-	if err != nil {
-		return nil, fmt.Errorf("create kube-apiserver server chain: %w", err)
-	}
-	prepared, err := chain.PrepareRun()
-	if err != nil {
-		return nil, fmt.Errorf("prepare kube-apiserver: %w", err)
-	}
-	return prepared.Run, nil
+	return completedConfig, nil
 }
 
 // ServiceAccountConfig returns a client configuration that authenticates as

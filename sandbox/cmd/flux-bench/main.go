@@ -304,27 +304,9 @@ func bench(ctx context.Context, cfg *config, stdout io.Writer, logger *slog.Logg
 			err = errors.Join(err, fmt.Errorf("remove %s: %w", tmp, rmErr))
 		}
 	}()
-
-	exporterBin := cfg.exporter
-	if root := cfg.buildRoot; root != "" {
-		exporterBin = filepath.Join(tmp, "flux_exporter")
-		logger.Info("building flux_exporter", "module", root)
-		start := time.Now()
-		// The version as promu stamps it (.promu.yml), so the report says
-		// which exporter it measured; "-dev" because this is no release build.
-		stamp := "dev"
-		if v, err := os.ReadFile(filepath.Join(root, "VERSION")); err == nil {
-			stamp = strings.TrimSpace(string(v)) + "-dev"
-		}
-		build := exec.CommandContext(ctx, goCommand(), "build",
-			"-ldflags", "-X github.com/prometheus/common/version.Version="+stamp, "-o", exporterBin, ".")
-		build.Dir = root
-		var out bytes.Buffer
-		build.Stdout, build.Stderr = &out, &out
-		if err := build.Run(); err != nil {
-			return fmt.Errorf("build flux_exporter in %s: %w\n%s", root, err, out.String())
-		}
-		logger.Info("built flux_exporter", "took", time.Since(start).Round(time.Millisecond))
+	exporterBin, err := buildExporter(ctx, cfg, tmp, logger)
+	if err != nil {
+		return err
 	}
 
 	start := time.Now()
@@ -337,29 +319,12 @@ func bench(ctx context.Context, cfg *config, stdout io.Writer, logger *slog.Logg
 			err = errors.Join(err, fmt.Errorf("stop API server: %w", stopErr))
 		}
 	}()
-	if err := srv.InstallFluxCRDs(ctx); err != nil {
-		return fmt.Errorf("install Flux CRDs: %w", err)
-	}
-	f, err := fleet.Generate(fleet.Options{Seed: cfg.seed, Objects: cfg.objects, Namespaces: cfg.namespaces})
-	if err != nil {
-		return fmt.Errorf("generate the fleet: %w", err)
-	}
-	flip, err := pickFlip(f)
+	flip, objects, namespaces, err := seedFleet(ctx, cfg, srv, logger)
 	if err != nil {
 		return err
 	}
-	logger.Info("applying the fleet", "objects", len(f.Objects), "namespaces", len(f.Namespaces), "api_server", srv.URL())
-	if err := applyWithProgress(ctx, srv, f, logger); err != nil {
-		return fmt.Errorf("apply the fleet: %w", err)
-	}
 	loaded := time.Since(start)
 	logger.Info("fleet applied", "took", loaded.Round(time.Millisecond))
-	// The planned objects share this process with the API server and are
-	// not needed any more; at 100,000 objects they hold gigabytes the
-	// exporters' measurements should not compete with.
-	objects, namespaces := len(f.Objects), len(f.Namespaces)
-	f = nil
-	debug.FreeOSMemory()
 
 	kubeconfig := filepath.Join(tmp, "kubeconfig")
 	if err := srv.WriteKubeconfig(kubeconfig); err != nil {
@@ -370,8 +335,82 @@ func bench(ctx context.Context, cfg *config, stdout io.Writer, logger *slog.Logg
 		return fmt.Errorf("dynamic client: %w", err)
 	}
 	flip.client = dyn.Resource(gitRepositories).Namespace(flip.namespace)
+	targets := benchTargets(cfg, exporterBin, kubeconfig, flip)
+	results := make([]*result, len(targets))
+	for i, t := range targets {
+		if results[i], err = measure(ctx, cfg, t, flip, logger); err != nil {
+			return fmt.Errorf("%s: %w", t.name, err)
+		}
+	}
+	env := environment{
+		objects: objects, namespaces: namespaces, seed: cfg.seed,
+		goVersion: runtime.Version(), cpus: runtime.NumCPU(), cpuModel: cpuModel(),
+		loaded: loaded, flipped: "GitRepository " + flip.namespace + "/" + flip.name,
+		scrapes: cfg.scrapes, concurrent: cfg.concurrent, freshness: cfg.freshness, ksmGzip: cfg.ksmGzip,
+	}
+	printReport(stdout, env, targets, results)
+	return nil
+}
 
-	targets := []*target{
+// buildExporter builds flux_exporter from cfg.buildRoot into tmp, stamped
+// with the version as promu stamps it, or returns cfg.exporter when no
+// module root is given.
+func buildExporter(ctx context.Context, cfg *config, tmp string, logger *slog.Logger) (string, error) {
+	root := cfg.buildRoot
+	if root == "" {
+		return cfg.exporter, nil
+	}
+	bin := filepath.Join(tmp, "flux_exporter")
+	logger.Info("building flux_exporter", "module", root)
+	start := time.Now()
+	// The version as promu stamps it (.promu.yml), so the report says
+	// which exporter it measured; "-dev" because this is no release build.
+	stamp := "dev"
+	if v, err := os.ReadFile(filepath.Join(root, "VERSION")); err == nil {
+		stamp = strings.TrimSpace(string(v)) + "-dev"
+	}
+	build := exec.CommandContext(ctx, goCommand(), "build",
+		"-ldflags", "-X github.com/prometheus/common/version.Version="+stamp, "-o", bin, ".")
+	build.Dir = root
+	var out bytes.Buffer
+	build.Stdout, build.Stderr = &out, &out
+	if err := build.Run(); err != nil {
+		return "", fmt.Errorf("build flux_exporter in %s: %w\n%s", root, err, out.String())
+	}
+	logger.Info("built flux_exporter", "took", time.Since(start).Round(time.Millisecond))
+	return bin, nil
+}
+
+// seedFleet installs the Flux CRDs and applies the generated fleet, and
+// returns the GitRepository whose readiness the freshness probe flips.
+func seedFleet(ctx context.Context, cfg *config, srv *apiserver.Server, logger *slog.Logger) (*flipTarget, int, int, error) {
+	if err := srv.InstallFluxCRDs(ctx); err != nil {
+		return nil, 0, 0, fmt.Errorf("install Flux CRDs: %w", err)
+	}
+	f, err := fleet.Generate(fleet.Options{Seed: cfg.seed, Objects: cfg.objects, Namespaces: cfg.namespaces})
+	if err != nil {
+		return nil, 0, 0, fmt.Errorf("generate the fleet: %w", err)
+	}
+	flip, err := pickFlip(f)
+	if err != nil {
+		return nil, 0, 0, err
+	}
+	logger.Info("applying the fleet", "objects", len(f.Objects), "namespaces", len(f.Namespaces), "api_server", srv.URL())
+	if err := applyWithProgress(ctx, srv, f, logger); err != nil {
+		return nil, 0, 0, fmt.Errorf("apply the fleet: %w", err)
+	}
+	// The planned objects share this process with the API server and are
+	// not needed any more; at 100,000 objects they hold gigabytes the
+	// exporters' measurements should not compete with.
+	objects, namespaces := len(f.Objects), len(f.Namespaces)
+	f = nil
+	debug.FreeOSMemory()
+	return flip, objects, namespaces, nil
+}
+
+// benchTargets are the two exporters measured side by side.
+func benchTargets(cfg *config, exporterBin, kubeconfig string, flip *flipTarget) []*target {
+	return []*target{
 		{
 			name: "flux_exporter", bin: exporterBin, versionArg: "--version",
 			args: []string{"--kube.config=" + kubeconfig, "--web.listen-address=127.0.0.1:0",
@@ -399,20 +438,6 @@ func bench(ctx context.Context, cfg *config, stdout io.Writer, logger *slog.Logg
 			readyMatch:  map[string]string{"exported_namespace": flip.namespace, "name": flip.name},
 		},
 	}
-	results := make([]*result, len(targets))
-	for i, t := range targets {
-		if results[i], err = measure(ctx, cfg, t, flip, logger); err != nil {
-			return fmt.Errorf("%s: %w", t.name, err)
-		}
-	}
-	env := environment{
-		objects: objects, namespaces: namespaces, seed: cfg.seed,
-		goVersion: runtime.Version(), cpus: runtime.NumCPU(), cpuModel: cpuModel(),
-		loaded: loaded, flipped: "GitRepository " + flip.namespace + "/" + flip.name,
-		scrapes: cfg.scrapes, concurrent: cfg.concurrent, freshness: cfg.freshness, ksmGzip: cfg.ksmGzip,
-	}
-	printReport(stdout, env, targets, results)
-	return nil
 }
 
 func ksmGzipArgs(on bool) []string {
@@ -505,24 +530,8 @@ func measure(ctx context.Context, cfg *config, t *target, flip *flipTarget, logg
 	logger.Info("first complete scrape", "exporter", t.name, "after", res.startup.Round(time.Millisecond), "samples", res.samples)
 
 	// 2. Sequential scrapes, gzip then plain.
-	for _, gz := range []bool{true, false} {
-		for range cfg.scrapes {
-			sc, err := s.scrape(ctx, gz)
-			if err != nil {
-				return nil, err
-			}
-			if err := checkComplete(sc, t, cfg.objects); err != nil {
-				return nil, err
-			}
-			if gz {
-				res.gzip = append(res.gzip, sc.took)
-				res.gzipBytes = len(sc.body)
-				res.gzipEncoding = sc.encoding
-			} else {
-				res.plain = append(res.plain, sc.took)
-				res.plainBytes = len(sc.body)
-			}
-		}
+	if err := sequentialScrapes(ctx, cfg, t, s, res); err != nil {
+		return nil, err
 	}
 	if res.after, err = readMemory(p.pid()); err != nil {
 		return nil, err
@@ -550,6 +559,31 @@ func measure(ctx context.Context, cfg *config, t *target, flip *flipTarget, logg
 		logger.Warn("freshness not measured", "exporter", t.name, "err", res.freshErr)
 	}
 	return res, nil
+}
+
+// sequentialScrapes times cfg.scrapes complete scrapes with gzip, then as
+// many without, into res.
+func sequentialScrapes(ctx context.Context, cfg *config, t *target, s *scraper, res *result) error {
+	for _, gz := range []bool{true, false} {
+		for range cfg.scrapes {
+			sc, err := s.scrape(ctx, gz)
+			if err != nil {
+				return err
+			}
+			if err := checkComplete(sc, t, cfg.objects); err != nil {
+				return err
+			}
+			if gz {
+				res.gzip = append(res.gzip, sc.took)
+				res.gzipBytes = len(sc.body)
+				res.gzipEncoding = sc.encoding
+			} else {
+				res.plain = append(res.plain, sc.took)
+				res.plainBytes = len(sc.body)
+			}
+		}
+	}
+	return nil
 }
 
 // binVersion is the first line the binary prints about its version.

@@ -183,24 +183,10 @@ func sandbox(ctx context.Context, cfg *config, stdout io.Writer, logger *slog.Lo
 		}
 	}()
 	logger.Info("API server ready", "url", srv.URL(), "took", time.Since(start).Round(time.Millisecond))
-	if err := srv.InstallFluxCRDs(ctx); err != nil {
-		return fmt.Errorf("install Flux CRDs: %w", err)
-	}
-	// Flux's install labels its CRDs with the release: the exporter's
-	// flux_distribution_info reads it there.
-	if err := standin.LabelCRDs(ctx, srv.RESTConfig(), standin.FluxVersion); err != nil {
-		return err
-	}
-	logger.Info("Flux CRDs installed", "version", standin.FluxVersion, "took", time.Since(start).Round(time.Millisecond))
-
-	f, err := fleet.Generate(fleet.Options{Seed: cfg.seed, Objects: cfg.objects, Namespaces: cfg.namespaces, Now: time.Now()})
+	f, err := seedSandbox(ctx, cfg, srv, start, logger)
 	if err != nil {
 		return err
 	}
-	if err := fleet.Apply(ctx, srv.RESTConfig(), f); err != nil {
-		return fmt.Errorf("seed the fleet: %w", err)
-	}
-	logger.Info("fleet seeded", "objects", len(f.Objects), "namespaces", len(f.Namespaces), "took", time.Since(start).Round(time.Millisecond))
 
 	var endpoints map[string]string
 	if cfg.mode == apiserver.ModeFull {
@@ -224,24 +210,8 @@ func sandbox(ctx context.Context, cfg *config, stdout io.Writer, logger *slog.Lo
 	}
 	defer removeLogged(logger, cfg.kubeconfig)
 
-	churnCtx, stopChurn := context.WithCancel(ctx)
-	churnDone := make(chan struct{})
 	// Churn must stop writing before the server goes away.
-	defer func() { stopChurn(); <-churnDone }()
-	if cfg.churnInterval > 0 {
-		go func() {
-			defer close(churnDone)
-			stats, err := fleet.Churn(churnCtx, srv.RESTConfig(), f, fleet.ChurnOptions{
-				Interval: cfg.churnInterval, Seed: cfg.seed, Logger: churnLogger(cfg, logger),
-			})
-			if err != nil {
-				logger.Error("churn stopped", "err", err)
-			}
-			logger.Info("churn done", "stats", fmt.Sprintf("%+v", stats))
-		}()
-	} else {
-		close(churnDone)
-	}
+	defer startChurn(ctx, cfg, srv, f, logger)()
 
 	printUsage(stdout, cfg, srv, f, endpoints)
 	if cfg.readyFile != "" {
@@ -254,6 +224,50 @@ func sandbox(ctx context.Context, cfg *config, stdout io.Writer, logger *slog.Lo
 	<-ctx.Done()
 	logger.Info("shutting down")
 	return nil
+}
+
+// seedSandbox installs the Flux CRDs, labelled with the release as Flux's
+// install labels them (the exporter's flux_distribution_info reads it
+// there), and applies the generated fleet.
+func seedSandbox(ctx context.Context, cfg *config, srv *apiserver.Server, start time.Time, logger *slog.Logger) (*fleet.Fleet, error) {
+	if err := srv.InstallFluxCRDs(ctx); err != nil {
+		return nil, fmt.Errorf("install Flux CRDs: %w", err)
+	}
+	if err := standin.LabelCRDs(ctx, srv.RESTConfig(), standin.FluxVersion); err != nil {
+		return nil, err
+	}
+	logger.Info("Flux CRDs installed", "version", standin.FluxVersion, "took", time.Since(start).Round(time.Millisecond))
+	f, err := fleet.Generate(fleet.Options{Seed: cfg.seed, Objects: cfg.objects, Namespaces: cfg.namespaces, Now: time.Now()})
+	if err != nil {
+		return nil, err
+	}
+	if err := fleet.Apply(ctx, srv.RESTConfig(), f); err != nil {
+		return nil, fmt.Errorf("seed the fleet: %w", err)
+	}
+	logger.Info("fleet seeded", "objects", len(f.Objects), "namespaces", len(f.Namespaces), "took", time.Since(start).Round(time.Millisecond))
+	return f, nil
+}
+
+// startChurn changes the fleet every --churn-interval, when set, and
+// returns the function that stops it and waits until it has.
+func startChurn(ctx context.Context, cfg *config, srv *apiserver.Server, f *fleet.Fleet, logger *slog.Logger) (stop func()) {
+	churnCtx, stopChurn := context.WithCancel(ctx)
+	churnDone := make(chan struct{})
+	if cfg.churnInterval <= 0 {
+		close(churnDone)
+		return stopChurn
+	}
+	go func() {
+		defer close(churnDone)
+		stats, err := fleet.Churn(churnCtx, srv.RESTConfig(), f, fleet.ChurnOptions{
+			Interval: cfg.churnInterval, Seed: cfg.seed, Logger: churnLogger(cfg, logger),
+		})
+		if err != nil {
+			logger.Error("churn stopped", "err", err)
+		}
+		logger.Info("churn done", "stats", fmt.Sprintf("%+v", stats))
+	}()
+	return func() { stopChurn(); <-churnDone }
 }
 
 // startControllers runs the stand-ins of Flux's main controllers.
