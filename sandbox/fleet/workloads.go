@@ -329,4 +329,3 @@ func (g *gen) helmRelease(ns, name string, c chart, chartSpec map[string]any, ch
 	}
 	return o
 }
-
