@@ -17,6 +17,7 @@ import (
 	versioncollector "github.com/prometheus/client_golang/prometheus/collectors/version"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/flux-exporter/flux_exporter/catalog"
 	"github.com/flux-exporter/flux_exporter/collector"
 	"github.com/flux-exporter/flux_exporter/dispatch"
 	"github.com/flux-exporter/flux_exporter/events"
@@ -31,10 +32,9 @@ const (
 	endMark    = "<!-- END GENERATED METRICS TABLE -->"
 )
 
-// summaries are the families emitted as summaries; a descriptor does not
-// carry its type, and every other family is typed by its name.
-var summaries = map[string]bool{"flux_controller_reconcile_duration_seconds": true}
-
+// descRE reads a client_golang descriptor: only for the version
+// collector, which client_golang defines; the exporter's own families are
+// in the catalogue.
 var descRE = regexp.MustCompile(`fqName: "([^"]+)", help: "((?:[^"\\]|\\.)*)".*variableLabels: \{([^}]*)\}`)
 
 const (
@@ -94,49 +94,34 @@ func checkGenerated(t *testing.T, path, begin, end, want, test string) {
 	t.Errorf("%s is out of date with the code; run go test -run %s -update .\n--- file\n%s\n--- code\n%s", path, test, got, want)
 }
 
-// allDescs gathers the descriptors of everything the binary registers.
-func allDescs(t *testing.T) []*prometheus.Desc {
-	out := append(collector.Descs(), dispatch.Descs()...)
-	receiver, err := events.New(events.Config{AllowUnsigned: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, c := range []prometheus.Collector{receiver, versioncollector.NewCollector(program)} {
-		ch := make(chan *prometheus.Desc, 64)
-		c.Describe(ch)
-		close(ch)
-		for d := range ch {
-			out = append(out, d)
+// allFamilies gathers the catalogue of everything the binary registers:
+// the collectors', the dispatch failures', the events receiver's and
+// client_golang's build information.
+func allFamilies(t *testing.T) []catalog.Family {
+	out := append(append(collector.Families(), dispatch.Families()...), events.Families()...)
+	ch := make(chan *prometheus.Desc, 4)
+	versioncollector.NewCollector(program).Describe(ch)
+	close(ch)
+	for d := range ch {
+		m := descRE.FindStringSubmatch(d.String())
+		if m == nil {
+			t.Fatalf("cannot read descriptor %s", d)
 		}
+		out = append(out, catalog.Family{Name: m[1], Type: catalog.Gauge, Help: strings.ReplaceAll(m[2], `\"`, `"`), Labels: strings.Split(m[3], ",")})
 	}
 	return out
 }
 
 func metricsTable(t *testing.T) string {
 	rows := map[string]string{}
-	for _, d := range allDescs(t) {
-		m := descRE.FindStringSubmatch(d.String())
-		if m == nil {
-			t.Fatalf("cannot read descriptor %s", d)
-		}
-		name, help, labels := m[1], strings.ReplaceAll(m[2], `\"`, `"`), m[3]
-		typ := "gauge"
-		ft, perObject := collector.FamilyType(name)
-		switch {
-		case perObject:
-			typ = ft
-		case strings.HasSuffix(name, "_total"):
-			typ = "counter"
-		case summaries[name]:
-			typ = "summary"
-		}
+	for _, f := range allFamilies(t) {
 		var ls []string
-		for _, l := range strings.Split(labels, ",") {
+		for _, l := range f.Labels {
 			if l != "" {
 				ls = append(ls, "`"+l+"`")
 			}
 		}
-		rows[name] = fmt.Sprintf("| `%s` | %s | %s | %s |", name, typ, strings.Join(ls, ", "), strings.ReplaceAll(help, "|", `\|`))
+		rows[f.Name] = fmt.Sprintf("| `%s` | %s | %s | %s |", f.Name, f.Type, strings.Join(ls, ", "), strings.ReplaceAll(f.Help, "|", `\|`))
 	}
 	names := make([]string, 0, len(rows))
 	for n := range rows {

@@ -9,7 +9,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -17,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/expfmt"
 
+	"github.com/flux-exporter/flux_exporter/catalog"
 	"github.com/flux-exporter/flux_exporter/kube"
 )
 
@@ -41,23 +44,37 @@ type registration struct {
 var registry = map[string]registration{}
 
 var (
-	scrapeDurationDesc = prometheus.NewDesc(
-		prometheus.BuildFQName(namespace, "exporter", "collector_duration_seconds"),
-		"Time the collector took on this scrape, in seconds.",
-		[]string{"collector"}, nil)
-	scrapeSuccessDesc = prometheus.NewDesc(
-		prometheus.BuildFQName(namespace, "exporter", "collector_success"),
-		"Whether the collector succeeded on this scrape (1) or failed (0).",
-		[]string{"collector"}, nil)
+	scrapeDurationDesc = declared.Declare(catalog.Family{Name: prometheus.BuildFQName(namespace, "exporter", "collector_duration_seconds"), Type: catalog.Gauge,
+		Help:   "Time the collector took on this scrape, in seconds.",
+		Labels: []string{"collector"}})
+	scrapeSuccessDesc = declared.Declare(catalog.Family{Name: prometheus.BuildFQName(namespace, "exporter", "collector_success"), Type: catalog.Gauge,
+		Help:   "Whether the collector succeeded on this scrape (1) or failed (0).",
+		Labels: []string{"collector"}})
 )
 
-var descs = []*prometheus.Desc{scrapeDurationDesc, scrapeSuccessDesc}
+// declared holds the families the collectors emit that are not per
+// object; the per-object ones are in families (family.go).
+var declared catalog.List
 
-// describe records families a collector may emit, for the metrics reference.
-func describe(d ...*prometheus.Desc) { descs = append(descs, d...) }
+// Families lists every family any collector may emit, sorted by name.
+func Families() []catalog.Family {
+	out := declared.Families()
+	for _, f := range families {
+		out = append(out, f.catalogued())
+	}
+	slices.SortFunc(out, func(a, b catalog.Family) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
 
-// Descs lists every family any collector may emit.
-func Descs() []*prometheus.Desc { return append([]*prometheus.Desc{}, descs...) }
+// Descs lists the descriptor of every family any collector may emit.
+func Descs() []*prometheus.Desc {
+	fs := Families()
+	out := make([]*prometheus.Desc, len(fs))
+	for i, f := range fs {
+		out[i] = f.Desc()
+	}
+	return out
+}
 
 // register adds a collector under name; each collector file calls it from
 // init, so adding a collector touches nothing else.

@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/common/version"
 
+	"github.com/flux-exporter/flux_exporter/catalog"
 	"github.com/flux-exporter/flux_exporter/kube"
 )
 
@@ -46,22 +47,24 @@ const (
 )
 
 var (
-	controllerInfoDesc = prometheus.NewDesc(prometheus.BuildFQName(namespace, "controller", "info"),
-		"A Flux controller Deployment in the Flux namespace, with its app.kubernetes.io/version label and first container image. Value is always 1.",
-		[]string{"controller", "version", "image"}, nil)
-	replicasReadyDesc = prometheus.NewDesc(prometheus.BuildFQName(namespace, "controller", "replicas_ready"),
-		"Ready replicas of the Flux controller's Deployment (status.readyReplicas).", []string{"controller"}, nil)
-	replicasDesiredDesc = prometheus.NewDesc(prometheus.BuildFQName(namespace, "controller", "replicas_desired"),
-		"Replicas the Flux controller's Deployment asks for (spec.replicas).", []string{"controller"}, nil)
-	distributionInfoDesc = prometheus.NewDesc(prometheus.BuildFQName(namespace, "distribution", "info"),
-		"The Flux version installed: the app.kubernetes.io/version label of the Flux CRDs, else the most common one of the controller Deployments, else \"\". Value is always 1.",
-		[]string{"version"}, nil)
-	podScrapeSuccessDesc = prometheus.NewDesc(prometheus.BuildFQName(namespace, "controller", "scrape_success"),
-		"Whether fetching and parsing the ready controller pod's /metrics succeeded on this scrape (1) or not (0).",
-		[]string{"controller", "pod"}, nil)
-	podScrapeDurationDesc = prometheus.NewDesc(prometheus.BuildFQName(namespace, "controller", "scrape_duration_seconds"),
-		"Time taken to fetch and parse the controller pod's /metrics on this scrape, in seconds.",
-		[]string{"controller", "pod"}, nil)
+	controllerInfoDesc = declared.Declare(catalog.Family{Name: prometheus.BuildFQName(namespace, "controller", "info"), Type: catalog.Gauge,
+		Help:   "A Flux controller Deployment in the Flux namespace, with its app.kubernetes.io/version label and first container image. Value is always 1.",
+		Labels: []string{"controller", "version", "image"}})
+	replicasReadyDesc = declared.Declare(catalog.Family{Name: prometheus.BuildFQName(namespace, "controller", "replicas_ready"), Type: catalog.Gauge,
+		Help:   "Ready replicas of the Flux controller's Deployment (status.readyReplicas).",
+		Labels: []string{"controller"}})
+	replicasDesiredDesc = declared.Declare(catalog.Family{Name: prometheus.BuildFQName(namespace, "controller", "replicas_desired"), Type: catalog.Gauge,
+		Help:   "Replicas the Flux controller's Deployment asks for (spec.replicas).",
+		Labels: []string{"controller"}})
+	distributionInfoDesc = declared.Declare(catalog.Family{Name: prometheus.BuildFQName(namespace, "distribution", "info"), Type: catalog.Gauge,
+		Help:   "The Flux version installed: the app.kubernetes.io/version label of the Flux CRDs, else the most common one of the controller Deployments, else \"\". Value is always 1.",
+		Labels: []string{"version"}})
+	podScrapeSuccessDesc = declared.Declare(catalog.Family{Name: prometheus.BuildFQName(namespace, "controller", "scrape_success"), Type: catalog.Gauge,
+		Help:   "Whether fetching and parsing the ready controller pod's /metrics succeeded on this scrape (1) or not (0).",
+		Labels: []string{"controller", "pod"}})
+	podScrapeDurationDesc = declared.Declare(catalog.Family{Name: prometheus.BuildFQName(namespace, "controller", "scrape_duration_seconds"), Type: catalog.Gauge,
+		Help:   "Time taken to fetch and parse the controller pod's /metrics on this scrape, in seconds.",
+		Labels: []string{"controller", "pod"}})
 )
 
 // podFamily re-exports one family of a controller pod's own metrics. Series
@@ -86,8 +89,12 @@ func newPodFamily(source, name, help string, typ prometheus.ValueType, merge fun
 	for _, l := range labels {
 		names = append(names, l[0])
 	}
+	t := catalog.Gauge
+	if typ == prometheus.CounterValue {
+		t = catalog.Counter
+	}
 	return podFamily{source: source, typ: typ, labels: labels, merge: merge,
-		desc: prometheus.NewDesc(prometheus.BuildFQName(namespace, "controller", name), help, names, nil)}
+		desc: declared.Declare(catalog.Family{Name: prometheus.BuildFQName(namespace, "controller", name), Type: t, Help: help, Labels: names})}
 }
 
 // Label mappings. controller-runtime's own "controller" label names the
@@ -140,9 +147,9 @@ var podFamilies = []podFamily{
 // deletes an object's series with the object, so the exporter keeps what
 // it last saw of each series (see durationAccount) for the totals to stay
 // counters that rate() reads without false resets.
-var reconcileDurationDesc = prometheus.NewDesc(prometheus.BuildFQName(namespace, "controller", "reconcile_duration_seconds"),
-	"Time the controller spent reconciling objects of the kind, in seconds: a summary without quantiles whose _sum and _count add up Flux's per-object gotk_reconcile_duration_seconds, keeping the last values the exporter saw of objects deleted since, so they never decrease while the controller process runs. They start over when the pod's process_start_time_seconds changes (the process restarted, as its own counters do) and when the exporter restarts.",
-	[]string{"controller", "pod", "kind"}, nil)
+var reconcileDurationDesc = declared.Declare(catalog.Family{Name: prometheus.BuildFQName(namespace, "controller", "reconcile_duration_seconds"), Type: catalog.Summary,
+	Help:   "Time the controller spent reconciling objects of the kind, in seconds: a summary without quantiles whose _sum and _count add up Flux's per-object gotk_reconcile_duration_seconds, keeping the last values the exporter saw of objects deleted since, so they never decrease while the controller process runs. They start over when the pod's process_start_time_seconds changes (the process restarted, as its own counters do) and when the exporter restarts.",
+	Labels: []string{"controller", "pod", "kind"}})
 
 const (
 	reconcileDurationSource = "gotk_reconcile_duration_seconds"
@@ -159,12 +166,6 @@ func init() {
 		return &Controllers{state: d.Controllers, fluxVersion: fv, timeout: timeout, log: d.logger(),
 			client: newPodClient()}, nil
 	})
-	ds := []*prometheus.Desc{controllerInfoDesc, replicasReadyDesc, replicasDesiredDesc, distributionInfoDesc,
-		podScrapeSuccessDesc, podScrapeDurationDesc, reconcileDurationDesc}
-	for _, f := range podFamilies {
-		ds = append(ds, f.desc)
-	}
-	describe(ds...)
 }
 
 // Controllers reports the Flux controllers' Deployments from the cache and

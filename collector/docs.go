@@ -82,14 +82,3 @@ func describeStatic(s staticWhen) string {
 	}
 	return ""
 }
-
-// FamilyType is the Prometheus type of the per-object family named name,
-// for the metrics reference; ok is false for a name that is not one.
-func FamilyType(name string) (typ string, ok bool) {
-	for _, f := range families {
-		if f.name == name {
-			return f.typ.String(), true
-		}
-	}
-	return "", false
-}

@@ -11,6 +11,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/model"
+
+	"github.com/flux-exporter/flux_exporter/catalog"
 )
 
 // objectLabels identify the Flux object behind a per-object series. The
@@ -222,13 +224,14 @@ func init() {
 	buildHeaders()
 }
 
-// allDescs lists every per-object family, for docs and Describe.
-func allDescs() []*prometheus.Desc {
-	out := make([]*prometheus.Desc, len(families))
-	for i, f := range families {
-		out[i] = f.desc
+// catalogued is the family as the catalogue lists it: object labels and
+// its own (a dynamic family's documented ones).
+func (f *family) catalogued() catalog.Family {
+	labels := f.labels
+	if !f.dynamic {
+		labels = append(append([]string{}, objectLabels...), f.labels...)
 	}
-	return out
+	return catalog.Family{Name: f.name, Type: catalog.Type(f.typ.String()), Help: f.help, Labels: labels, PerObject: true}
 }
 
 // appendSeries renders what a record keeps of one series. For a shared

@@ -30,20 +30,28 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
+
+	"github.com/flux-exporter/flux_exporter/catalog"
 )
 
 // Reason is the Event reason notification-controller records on an Alert
 // whose notification was not delivered.
 const Reason = "NotificationDispatchFailed"
 
+// declared holds the dispatch failure families, for the metrics reference.
+var declared catalog.List
+
+// Families lists the families this package emits.
+func Families() []catalog.Family { return declared.Families() }
+
 var (
 	labels       = []string{"kind", "name", "exported_namespace", "provider"}
-	failuresDesc = prometheus.NewDesc("flux_notification_dispatch_failures_total",
-		"Notifications notification-controller failed to deliver for this Alert (provider: its spec.providerRef.name as the exporter last saw it), counted from the NotificationDispatchFailed Events it records on the Alert (their count field) since the exporter started; Events already there at start are the baseline, so a restart is a counter reset, not a burst. client-go's recorder drops Events past 25 per Alert and five minutes, so this is a lower bound.",
-		labels, nil)
-	lastDesc = prometheus.NewDesc("flux_notification_last_dispatch_failure_timestamp_seconds",
-		"When notification-controller last failed to deliver a notification for this Alert (provider: its spec.providerRef.name), in Unix seconds: the newest lastTimestamp of the NotificationDispatchFailed Events the API server still keeps (its --event-ttl, one hour by default).",
-		labels, nil)
+	failuresDesc = declared.Declare(catalog.Family{Name: "flux_notification_dispatch_failures_total", Type: catalog.Counter,
+		Help:   "Notifications notification-controller failed to deliver for this Alert (provider: its spec.providerRef.name as the exporter last saw it), counted from the NotificationDispatchFailed Events it records on the Alert (their count field) since the exporter started; Events already there at start are the baseline, so a restart is a counter reset, not a burst. client-go's recorder drops Events past 25 per Alert and five minutes, so this is a lower bound.",
+		Labels: labels})
+	lastDesc = declared.Declare(catalog.Family{Name: "flux_notification_last_dispatch_failure_timestamp_seconds", Type: catalog.Gauge,
+		Help:   "When notification-controller last failed to deliver a notification for this Alert (provider: its spec.providerRef.name), in Unix seconds: the newest lastTimestamp of the NotificationDispatchFailed Events the API server still keeps (its --event-ttl, one hour by default).",
+		Labels: labels})
 )
 
 // Config configures a Watcher.
@@ -92,9 +100,6 @@ type Watcher struct {
 	total map[key]float64
 	last  map[key]time.Time
 }
-
-// Descs are the descriptors of the families a Watcher exports.
-func Descs() []*prometheus.Desc { return []*prometheus.Desc{failuresDesc, lastDesc} }
 
 // New returns a Watcher over cfg.Namespaces (all when empty), or an error
 // without cfg.Client. Call Start.
@@ -243,9 +248,8 @@ func (w *Watcher) Start(ctx context.Context) error {
 
 // Describe implements prometheus.Collector.
 func (w *Watcher) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range Descs() {
-		ch <- d
-	}
+	ch <- failuresDesc
+	ch <- lastDesc
 }
 
 // Collect implements prometheus.Collector. The series of an Alert that is

@@ -5,34 +5,32 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/flux-exporter/flux_exporter/catalog"
 )
 
+// declared holds the event families, for the metrics reference.
+var declared catalog.List
+
+// Families lists the families this package emits.
+func Families() []catalog.Family { return declared.Families() }
+
 var (
-	eventsTotalDesc = prometheus.NewDesc(
-		prometheus.BuildFQName("flux", "events", "total"),
-		"Total number of Flux events received from notification-controller, per object, severity, reason and reporting controller.",
-		[]string{"kind", "name", "exported_namespace", "severity", "reason", "controller"}, nil,
-	)
-	lastTimestampDesc = prometheus.NewDesc(
-		prometheus.BuildFQName("flux", "event", "last_timestamp_seconds"),
-		"Time of the newest Flux event received per object and severity, in seconds since the Unix epoch, as stamped by the reporting controller, or the time of receipt when the event has none.",
-		[]string{"kind", "name", "exported_namespace", "severity"}, nil,
-	)
-	revisionInfoDesc = prometheus.NewDesc(
-		prometheus.BuildFQName("flux", "event", "revision_info"),
-		"Newest source revision named in a Flux event for the object, with the origin revision the same event named (originRevision metadata: the Git commit an OCI artifact was built from), empty when it named none; the value is always 1.",
-		[]string{"kind", "name", "exported_namespace", "revision", "origin_revision"}, nil,
-	)
-	requestsTotalDesc = prometheus.NewDesc(
-		prometheus.BuildFQName("flux", "events", "requests_total"),
-		"Total number of requests to the Flux events webhook, by HTTP status code of the answer.",
-		[]string{"code"}, nil,
-	)
-	droppedTotalDesc = prometheus.NewDesc(
-		prometheus.BuildFQName("flux", "events", "dropped_total"),
-		"Total number of valid Flux events that were accepted but not recorded, by cause.",
-		[]string{"cause"}, nil,
-	)
+	eventsTotalDesc = declared.Declare(catalog.Family{Name: prometheus.BuildFQName("flux", "events", "total"), Type: catalog.Counter,
+		Help:   "Total number of Flux events received from notification-controller, per object, severity, reason and reporting controller.",
+		Labels: []string{"kind", "name", "exported_namespace", "severity", "reason", "controller"}})
+	lastTimestampDesc = declared.Declare(catalog.Family{Name: prometheus.BuildFQName("flux", "event", "last_timestamp_seconds"), Type: catalog.Gauge,
+		Help:   "Time of the newest Flux event received per object and severity, in seconds since the Unix epoch, as stamped by the reporting controller, or the time of receipt when the event has none.",
+		Labels: []string{"kind", "name", "exported_namespace", "severity"}})
+	revisionInfoDesc = declared.Declare(catalog.Family{Name: prometheus.BuildFQName("flux", "event", "revision_info"), Type: catalog.Gauge,
+		Help:   "Newest source revision named in a Flux event for the object, with the origin revision the same event named (originRevision metadata: the Git commit an OCI artifact was built from), empty when it named none; the value is always 1.",
+		Labels: []string{"kind", "name", "exported_namespace", "revision", "origin_revision"}})
+	requestsTotalDesc = declared.Declare(catalog.Family{Name: prometheus.BuildFQName("flux", "events", "requests_total"), Type: catalog.Counter,
+		Help:   "Total number of requests to the Flux events webhook, by HTTP status code of the answer.",
+		Labels: []string{"code"}})
+	droppedTotalDesc = declared.Declare(catalog.Family{Name: prometheus.BuildFQName("flux", "events", "dropped_total"), Type: catalog.Counter,
+		Help:   "Total number of valid Flux events that were accepted but not recorded, by cause.",
+		Labels: []string{"cause"}})
 )
 
 // causeMaxSeries is the flux_events_dropped_total cause for events that would

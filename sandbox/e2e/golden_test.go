@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -179,8 +178,8 @@ func countObjects(w *kube.Watcher) int {
 // the kind-level and scrape families, which other tests check.
 func goldenFamilies() []string {
 	out := []string{"flux_exporter_object_errors_total"}
-	for _, d := range collector.Descs() {
-		name := descName(d)
+	for _, f := range collector.Families() {
+		name := f.Name
 		if strings.HasPrefix(name, "flux_exporter_") || name == "flux_resource_created_timestamp_seconds" {
 			continue
 		}
@@ -189,16 +188,6 @@ func goldenFamilies() []string {
 		}
 	}
 	return out
-}
-
-var fqNameRE = regexp.MustCompile(`fqName: "([^"]+)"`)
-
-func descName(d *prometheus.Desc) string {
-	m := fqNameRE.FindStringSubmatch(d.String())
-	if m == nil {
-		return ""
-	}
-	return m[1]
 }
 
 func gatherText(t *testing.T, c prometheus.Collector, names []string) string {
