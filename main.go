@@ -401,7 +401,7 @@ func serve(ctx context.Context, c *config, s settings, exporter *collector.Expor
 		TelemetryPath: *c.telemetryPath,
 		Version:       version.Info(),
 		Static:        static,
-		Scrape:        exporter.ScrapeWriting,
+		Scrape:        exporter.Scrape,
 		Filter:        s.filter,
 		Instrument:    instrument,
 		TimeoutOffset: *c.timeoutOffset,

@@ -161,14 +161,6 @@ func New(d Deps, sel Selection) (*Exporter, error) {
 	return e, nil
 }
 
-// Scrape is a prometheus.Collector bound to one scrape's context, so that
-// collectors that fetch over the network honour the scraper's deadline. It
-// sends every series, the per-object ones parsed from the records' rendered
-// bytes.
-func (e *Exporter) Scrape(ctx context.Context) prometheus.Collector {
-	return &scrape{e: e, ctx: context.WithValue(ctx, scrapeKey{}, &scrapeState{})}
-}
-
 // ObjectWriter writes the per-object families of a scrape in an exposition
 // format, as client_golang's encoders would; it reports formats it cannot
 // write with ErrFormat.
@@ -178,12 +170,14 @@ type ObjectWriter func(w *bufio.Writer, format expfmt.Format) error
 // the text format or OpenMetrics.
 var ErrFormat = errors.New("per-object series are written only in the text format and OpenMetrics")
 
-// ScrapeWriting is Scrape for an HTTP handler: the collector leaves out the
-// per-object families, and write, called once the collector has been
-// gathered, writes them from the same records by copying their rendered
-// bytes (the fast path: no metric objects, no sorting, no encoding).
-func (e *Exporter) ScrapeWriting(ctx context.Context) (c prometheus.Collector, write ObjectWriter) {
-	st := &scrapeState{writesObjects: true}
+// Scrape is one scrape, bound to its context so that collectors that fetch
+// over the network honour the scraper's deadline. The collector c sends
+// every series but the per-object ones; write, called once c has been
+// gathered, writes those from the same snapshot of the caches by copying
+// the records' rendered bytes (no metric objects, no sorting, no
+// encoding). This is the only way series leave the exporter.
+func (e *Exporter) Scrape(ctx context.Context) (c prometheus.Collector, write ObjectWriter) {
+	st := &scrapeState{}
 	write = func(w *bufio.Writer, format expfmt.Format) error {
 		style, ok := styleOf(format)
 		if !ok {
@@ -197,7 +191,6 @@ func (e *Exporter) ScrapeWriting(ctx context.Context) (c prometheus.Collector, w
 // scrapeState is what the collectors of one scrape share: the caches' state,
 // read once, so that the kind-level counts and the per-object series agree.
 type scrapeState struct {
-	writesObjects bool
 	once          sync.Once
 	states        []kube.KindState
 	// version is the caches' change counter read before states, when the

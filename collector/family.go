@@ -6,10 +6,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"unicode/utf8"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/model"
 
 	"github.com/flux-exporter/flux_exporter/catalog"
@@ -22,14 +20,12 @@ var objectLabels = []string{"kind", "name", "exported_namespace"}
 
 // family is a per-object metric family. Its series are rendered into each
 // record when the object arrives (Record), so that a scrape only copies
-// bytes; the same bytes, parsed, are what the prometheus.Collector path
-// sends, so one rendering serves both.
+// bytes.
 type family struct {
 	name, help string
 	// labels are the labels after the object labels, in the order a series'
 	// extra values are given.
 	labels []string
-	desc   *prometheus.Desc
 	// order lists the positions of the object labels and then the extra
 	// labels, sorted by label name: client_golang writes labels that way.
 	order []int
@@ -44,10 +40,8 @@ type family struct {
 	id int
 	// dynamic families' series each carry label names of their own
 	// (flux_resource_labels, gotk_resource_info): labels then lists only
-	// those the reference shows, and descs holds a descriptor per label
-	// name set met, for the prometheus.Collector path.
+	// those the reference shows.
 	dynamic bool
-	descs   sync.Map // label names joined by labelNameSep → *prometheus.Desc
 	// typ is the family's metric type; counters and histograms are the
 	// delivery families' (delivery.go), whose values the exporter
 	// accumulates across events.
@@ -108,7 +102,6 @@ var families []*family
 func perObject(name, help string, extra ...string) *family {
 	f := &family{name: namespace + "_" + name, help: help, labels: extra}
 	all := append(append([]string{}, objectLabels...), extra...)
-	f.desc = prometheus.NewDesc(f.name, help, all, nil)
 	f.order = make([]int, len(all))
 	for i := range f.order {
 		f.order[i] = i
@@ -127,7 +120,6 @@ func perObject(name, help string, extra ...string) *family {
 // names need not include or come first among them.
 func dynamicFamily(name, help string, documented ...string) *family {
 	f := &family{name: name, help: help, labels: documented, dynamic: true}
-	f.desc = prometheus.NewDesc(name, help, documented, nil)
 	f.open = append([]byte(name), '{')
 	families = append(families, f)
 	return f
@@ -135,10 +127,6 @@ func dynamicFamily(name, help string, documented ...string) *family {
 
 // labelPair is one label of a dynamic family's series.
 type labelPair struct{ name, value string }
-
-// labelNameSep joins label names into a descriptor cache key; it cannot
-// occur in a label name.
-const labelNameSep = "\xff"
 
 // appendLabeled renders a whole series of a dynamic family,
 // `name{l="v",...} `, its labels sorted by name as client_golang writes
@@ -169,20 +157,6 @@ func (f *family) appendLabeled(buf []byte, pairs []labelPair) ([]byte, error) {
 		buf = append(buf, '"')
 	}
 	return append(buf, '}', ' '), nil
-}
-
-// descFor is the descriptor of a dynamic family's series with these label
-// names. prometheus.NewConstMetric needs one whose labels are exactly the
-// series' own; the scrape collector is unchecked (it describes nothing), so
-// the registry accepts a family whose series differ in label names, as it
-// does kube-state-metrics' kube_*_labels.
-func (f *family) descFor(names []string) *prometheus.Desc {
-	key := strings.Join(names, labelNameSep)
-	if d, ok := f.descs.Load(key); ok {
-		return d.(*prometheus.Desc)
-	}
-	d, _ := f.descs.LoadOrStore(key, prometheus.NewDesc(f.name, f.help, names, nil))
-	return d.(*prometheus.Desc)
 }
 
 // sortedObjectLabels are the positions of the object labels sorted by name:

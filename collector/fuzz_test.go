@@ -39,8 +39,8 @@ func FuzzDecodeObject(f *testing.F) {
 			if !ok {
 				t.Fatalf("Decode returned %T", acc)
 			}
-			// The Collector path parses the rendered bytes: they must parse,
-			// and each metric must be valid.
+			// The oracle parses the rendered bytes: they must parse, and
+			// each metric must be valid.
 			ms, err := rec.metrics()
 			if err != nil {
 				t.Fatalf("%s: %v", k, err)

@@ -181,8 +181,8 @@ spec: {interval: 1m, url: https://example.com/repo.git}
 `
 
 // TestResourceLabels decodes objects with allowlists set and checks the
-// families through the Collector path with a pedantic registry, the lint,
-// and the fast path against client_golang's encoder.
+// families through the oracle with a pedantic registry, the lint, and the
+// writer against client_golang's encoder.
 func TestResourceLabels(t *testing.T) {
 	var opts DecoderOptions
 	set := func(labels, annotations string) {

@@ -1,16 +1,10 @@
 package collector
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"math"
 	"slices"
 
-	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/flux-exporter/flux_exporter/kube"
@@ -18,9 +12,8 @@ import (
 
 // Record is the compact form of a Flux object that the informer cache
 // keeps instead of the object: its per-object series, rendered once when
-// the object arrives. A scrape copies the rendered bytes out (WriteObjects);
-// the prometheus.Collector path parses the same bytes back (metrics), so
-// both show the same series.
+// the object arrives. A scrape copies the rendered bytes out
+// (writeObjects).
 type Record struct {
 	Namespace, Name string
 	// object is the object labels as every shared family's series starts
@@ -266,102 +259,4 @@ func (r *reader) conditions() []condition {
 		out = append(out, c)
 	}
 	return out
-}
-
-// metrics parses the record's rendered series back into metrics, for the
-// prometheus.Collector path. It uses Prometheus's own text parser, so a
-// rendering the parser would reject fails here, in every test that
-// collects, rather than in a user's Prometheus.
-func (rec *Record) metrics() ([]prometheus.Metric, error) {
-	if len(rec.series) == 0 {
-		return nil, nil
-	}
-	var text []byte
-	start := uint32(0)
-	last := -1
-	for i, s := range rec.series {
-		if int(s.family) != last {
-			last = int(s.family)
-			text = fmt.Appendf(text, "# TYPE %s %s\n", families[last].name, families[last].typ)
-		}
-		text = rec.appendSeries(text, i, start)
-		text = appendFloat(text, s.value, textFloat)
-		text = append(text, '\n')
-		start = s.end
-	}
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	parsed, err := parser.TextToMetricFamilies(bytes.NewReader(text))
-	if err != nil {
-		return nil, fmt.Errorf("%s/%s: rendered series do not parse: %w", rec.Namespace, rec.Name, err)
-	}
-	var out []prometheus.Metric
-	for _, s := range rec.series {
-		f := families[s.family]
-		mf := parsed[f.name]
-		if mf == nil {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			if f.dynamic {
-				names := make([]string, len(m.GetLabel()))
-				vals := make([]string, len(m.GetLabel()))
-				for i, lp := range m.GetLabel() {
-					names[i], vals[i] = lp.GetName(), lp.GetValue()
-				}
-				cm, err := prometheus.NewConstMetric(f.descFor(names), prometheus.GaugeValue, m.GetGauge().GetValue(), vals...)
-				if err != nil {
-					return nil, fmt.Errorf("%s/%s: %w", rec.Namespace, rec.Name, err)
-				}
-				out = append(out, cm)
-				continue
-			}
-			if f.typ == histogramType {
-				h, err := constHistogram(f, m)
-				if err != nil {
-					return nil, fmt.Errorf("%s/%s: %w", rec.Namespace, rec.Name, err)
-				}
-				out = append(out, h)
-				continue
-			}
-			have := make(map[string]string, len(m.GetLabel()))
-			for _, lp := range m.GetLabel() {
-				have[lp.GetName()] = lp.GetValue()
-			}
-			vals := make([]string, 0, len(objectLabels)+len(f.labels))
-			for i := range len(objectLabels) + len(f.labels) {
-				vals = append(vals, have[f.labelName(i)])
-			}
-			vt, v := prometheus.GaugeValue, m.GetGauge().GetValue()
-			if f.typ == counterType {
-				vt, v = prometheus.CounterValue, m.GetCounter().GetValue()
-			}
-			cm, err := prometheus.NewConstMetric(f.desc, vt, v, vals...)
-			if err != nil {
-				return nil, fmt.Errorf("%s/%s: %w", rec.Namespace, rec.Name, err)
-			}
-			out = append(out, cm)
-		}
-		delete(parsed, f.name) // each family once
-	}
-	return out, nil
-}
-
-// constHistogram rebuilds a parsed per-object histogram series.
-func constHistogram(f *family, m *dto.Metric) (prometheus.Metric, error) {
-	have := make(map[string]string, len(m.GetLabel()))
-	for _, lp := range m.GetLabel() {
-		have[lp.GetName()] = lp.GetValue()
-	}
-	vals := make([]string, len(objectLabels))
-	for i := range objectLabels {
-		vals[i] = have[objectLabels[i]]
-	}
-	h := m.GetHistogram()
-	buckets := make(map[float64]uint64, len(h.GetBucket()))
-	for _, b := range h.GetBucket() {
-		if !math.IsInf(b.GetUpperBound(), +1) {
-			buckets[b.GetUpperBound()] = b.GetCumulativeCount()
-		}
-	}
-	return prometheus.NewConstHistogram(f.desc, h.GetSampleCount(), h.GetSampleSum(), buckets, vals...)
 }

@@ -102,7 +102,6 @@ var _ Collector = (*Resources)(nil)
 // Update emits the kind-level series and, unless the scrape writes them
 // itself (Exporter.Scrape), each record's series.
 func (c *Resources) Update(ctx context.Context, ch chan<- prometheus.Metric) error {
-	var errs []error
 	sharded := false
 	if s, ok := c.state.(interface{ Sharding() kube.Sharding }); ok {
 		sh := s.Sharding().Normalized()
@@ -125,17 +124,6 @@ func (c *Resources) Update(ctx context.Context, ch chan<- prometheus.Metric) err
 			lookup = e.Exists
 		}
 		sc.graph = c.graph.records(sc, lookup)
-		if !sc.writesObjects {
-			for _, rec := range sc.graph {
-				ms, err := rec.metrics()
-				if err != nil {
-					errs = append(errs, err)
-				}
-				for _, m := range ms {
-					ch <- m
-				}
-			}
-		}
 	}
 	for _, ks := range states {
 		k := ks.Kind
@@ -145,29 +133,8 @@ func (c *Resources) Update(ctx context.Context, ch chan<- prometheus.Metric) err
 		ch <- prometheus.MustNewConstMetric(kindObjectsDesc, prometheus.GaugeValue, float64(len(ks.Records)), k.Group, k.Kind)
 		ch <- prometheus.MustNewConstMetric(watchErrorsDesc, prometheus.CounterValue, float64(ks.WatchErrors), k.Group, k.Kind)
 		ch <- prometheus.MustNewConstMetric(objectErrorsDesc, prometheus.CounterValue, float64(ks.ObjectErrors), k.Group, k.Kind)
-		if sc.writesObjects {
-			continue
-		}
-		for _, o := range ks.Records {
-			rec, ok := o.(*Record)
-			if !ok {
-				continue
-			}
-			for _, r := range []*Record{rec, rec.delivery.record()} {
-				if r == nil {
-					continue
-				}
-				ms, err := r.metrics()
-				if err != nil {
-					errs = append(errs, err)
-				}
-				for _, m := range ms {
-					ch <- m
-				}
-			}
-		}
 	}
-	return errors.Join(errs...)
+	return nil
 }
 
 func init() {

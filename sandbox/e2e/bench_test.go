@@ -103,7 +103,7 @@ func BenchmarkScrape(b *testing.B) {
 	b.ResetTimer()
 	for b.Loop() {
 		out = countingWriter{}
-		c, write := exp.ScrapeWriting(ctx)
+		c, write := exp.Scrape(ctx)
 		reg := prometheus.NewRegistry()
 		if err := reg.Register(c); err != nil {
 			b.Fatal(err)
