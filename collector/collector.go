@@ -191,8 +191,8 @@ func (e *Exporter) Scrape(ctx context.Context) (c prometheus.Collector, write Ob
 // scrapeState is what the collectors of one scrape share: the caches' state,
 // read once, so that the kind-level counts and the per-object series agree.
 type scrapeState struct {
-	once          sync.Once
-	states        []kube.KindState
+	once   sync.Once
+	states []kube.KindState
 	// version is the caches' change counter read before states, when the
 	// source keeps one (versioned): what is derived from states may be
 	// cached under it.
