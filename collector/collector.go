@@ -193,20 +193,9 @@ func (e *Exporter) Scrape(ctx context.Context) (c prometheus.Collector, write Ob
 type scrapeState struct {
 	once   sync.Once
 	states []kube.KindState
-	// version is the caches' change counter read before states, when the
-	// source keeps one (versioned): what is derived from states may be
-	// cached under it.
-	version   uint64
-	versioned bool
 	// graph are the dependency graph's records (graph.go), set by the
 	// resources collector.
 	graph []*Record
-}
-
-// versionedState is a FluxState that counts its changes, as kube.Watcher
-// does.
-type versionedState interface {
-	Version() uint64
 }
 
 type scrapeKey struct{}
@@ -223,11 +212,6 @@ func scrapeOf(ctx context.Context) *scrapeState {
 // objects reads the caches' state the first time it is asked.
 func (s *scrapeState) objects(src FluxState) []kube.KindState {
 	s.once.Do(func() {
-		// The counter first: states read after it hold at least the
-		// changes it counts, so nothing cached under it is older than it.
-		if v, ok := src.(versionedState); ok {
-			s.version, s.versioned = v.Version(), true
-		}
 		s.states = src.State()
 	})
 	return s.states

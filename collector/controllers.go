@@ -162,8 +162,7 @@ func init() {
 		if timeout <= 0 {
 			timeout = DefaultControllersTimeout
 		}
-		fv, _ := d.Flux.(interface{ FluxVersion() string })
-		return &Controllers{state: d.Controllers, fluxVersion: fv, timeout: timeout, log: d.logger(),
+		return &Controllers{state: d.Controllers, fluxVersion: d.Flux, timeout: timeout, log: d.logger(),
 			client: newPodClient()}, nil
 	})
 }
@@ -176,7 +175,7 @@ type Controllers struct {
 	// user building only the resources side); the collector then reports
 	// nothing.
 	state       ControllerState
-	fluxVersion interface{ FluxVersion() string }
+	fluxVersion FluxState // nil without a Flux object cache
 	timeout     time.Duration
 	log         *slog.Logger
 	client      *http.Client

@@ -461,16 +461,3 @@ func (c *graphCache) records(sc *scrapeState, lookup lookupFunc) []*Record {
 		"duration_seconds", time.Since(start).Seconds())
 	return c.cached
 }
-
-// lookupIn judges absent objects from the snapshot alone, for a source of
-// the caches that cannot say more: a kind that is synced in it is watched
-// in every namespace.
-func lookupIn(states []kube.KindState) lookupFunc {
-	synced := map[string]bool{}
-	for _, ks := range states {
-		if ks.Synced {
-			synced[ks.Kind.Kind] = true
-		}
-	}
-	return func(kind, _, _ string) (bool, bool) { return false, synced[kind] }
-}

@@ -362,6 +362,7 @@ type fakeFlux struct {
 func (f *fakeFlux) State() []kube.KindState { return f.states }
 func (f *fakeFlux) Version() uint64         { return f.version }
 func (f *fakeFlux) Sharding() kube.Sharding { return f.sharding }
+func (f *fakeFlux) FluxVersion() string     { return "" }
 func (f *fakeFlux) Exists(kind, _, _ string) (exists, watched bool) {
 	for _, ks := range f.states {
 		if ks.Kind.Kind == kind {
@@ -626,4 +627,16 @@ func TestGraphRecordPerObject(t *testing.T) {
 	if records := newGraph(states, lookupIn(states)).render(nil); len(records) != 1000 {
 		t.Errorf("%d graph records for 1,000 objects, want one each", len(records))
 	}
+}
+
+// lookupIn judges absent objects from the snapshot alone, for tests of the
+// graph alone: a kind that is synced in it is watched in every namespace.
+func lookupIn(states []kube.KindState) lookupFunc {
+	synced := map[string]bool{}
+	for _, ks := range states {
+		if ks.Synced {
+			synced[ks.Kind.Kind] = true
+		}
+	}
+	return func(kind, _, _ string) (bool, bool) { return false, synced[kind] }
 }

@@ -15,7 +15,17 @@ import (
 
 // FluxState is the read side of the Flux object caches.
 type FluxState interface {
+	// State lists every watched kind with its records, sorted by kind.
 	State() []kube.KindState
+	// Sharding is the shard of the Flux objects the caches keep.
+	Sharding() kube.Sharding
+	// Exists tells whether the object is in the caches (exists) and
+	// whether its kind is synced and its namespace watched (watched): an
+	// object of a kind or namespace not watched is unknown, not missing.
+	Exists(kind, namespace, name string) (exists, watched bool)
+	// FluxVersion is the Flux release the CRDs are labelled with, "" when
+	// they are not.
+	FluxVersion() string
 }
 
 // Deps are what collectors are built from.
@@ -102,13 +112,10 @@ var _ Collector = (*Resources)(nil)
 // Update emits the kind-level series and, unless the scrape writes them
 // itself (Exporter.Scrape), each record's series.
 func (c *Resources) Update(ctx context.Context, ch chan<- prometheus.Metric) error {
-	sharded := false
-	if s, ok := c.state.(interface{ Sharding() kube.Sharding }); ok {
-		sh := s.Sharding().Normalized()
-		sharded = sh.Enabled()
-		ch <- prometheus.MustNewConstMetric(shardOrdinalDesc, prometheus.GaugeValue, float64(sh.Shard), strconv.Itoa(sh.Shard))
-		ch <- prometheus.MustNewConstMetric(totalShardsDesc, prometheus.GaugeValue, float64(sh.Total))
-	}
+	sh := c.state.Sharding().Normalized()
+	sharded := sh.Enabled()
+	ch <- prometheus.MustNewConstMetric(shardOrdinalDesc, prometheus.GaugeValue, float64(sh.Shard), strconv.Itoa(sh.Shard))
+	ch <- prometheus.MustNewConstMetric(totalShardsDesc, prometheus.GaugeValue, float64(sh.Total))
 	sc := scrapeOf(ctx)
 	states := sc.objects(c.state)
 	c.delivery.sweep(states)
@@ -117,13 +124,7 @@ func (c *Resources) Update(ctx context.Context, ch chan<- prometheus.Metric) err
 	// shard's edge. So only the references themselves, which are per
 	// object, are reported when sharded (docs/flux-semantics.md).
 	if c.graph != nil && !sharded {
-		lookup := lookupIn(states)
-		if e, ok := c.state.(interface {
-			Exists(kind, namespace, name string) (bool, bool)
-		}); ok {
-			lookup = e.Exists
-		}
-		sc.graph = c.graph.records(sc, lookup)
+		sc.graph = c.graph.records(sc, c.state.Exists)
 	}
 	for _, ks := range states {
 		k := ks.Kind
