@@ -126,11 +126,52 @@ type kindSpec struct {
 	timeout timeoutSpec
 }
 
+// resourceInfo is flux_resource_info's label values, by name: the
+// family's labels and the values given for them come from one table
+// (resourceInfoFields), so that no value can land under another label.
+type resourceInfo struct {
+	uid, ready, reason, suspended, revision, sourceName, url, ref, path string
+}
+
+// resourceInfoFields are flux_resource_info's labels after the object
+// labels, in order, each with its value.
+var resourceInfoFields = []struct {
+	label string
+	value func(*resourceInfo) string
+}{
+	{"uid", func(i *resourceInfo) string { return i.uid }},
+	{"ready", func(i *resourceInfo) string { return i.ready }},
+	{"reason", func(i *resourceInfo) string { return i.reason }},
+	{"suspended", func(i *resourceInfo) string { return i.suspended }},
+	{"revision", func(i *resourceInfo) string { return i.revision }},
+	{"source_name", func(i *resourceInfo) string { return i.sourceName }},
+	{"url", func(i *resourceInfo) string { return i.url }},
+	{"ref", func(i *resourceInfo) string { return i.ref }},
+	{"path", func(i *resourceInfo) string { return i.path }},
+}
+
+func resourceInfoLabels() []string {
+	out := make([]string, len(resourceInfoFields))
+	for i, f := range resourceInfoFields {
+		out[i] = f.label
+	}
+	return out
+}
+
+// values are the label values in the family's order.
+func (i *resourceInfo) values() []string {
+	out := make([]string, len(resourceInfoFields))
+	for n, f := range resourceInfoFields {
+		out[n] = f.value(i)
+	}
+	return out
+}
+
 // The families every kind has.
 var (
 	resourceInfoFamily = perObject("resource_info",
 		"Information about a Flux object: readiness, suspension, the applied revision and where it comes from. Value is always 1.",
-		"uid", "ready", "reason", "suspended", "revision", "source_name", "url", "ref", "path")
+		resourceInfoLabels()...)
 	attemptedRevisionFamily = perObject("resource_attempted_revision_info",
 		"The revision the controller last attempted to apply (status.lastAttemptedRevision). Value is always 1.",
 		"revision")

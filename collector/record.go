@@ -78,8 +78,10 @@ func (w *recordWriter) addObject(k kube.Kind, spec *kindSpec, conds []condition)
 	ready, reason := readiness(spec, r, conds)
 	suspended := r.suspended(spec.suspend)
 	w.derived = [...]string{readyLabel: ready, reasonLabel: reason, suspendedLabel: conditionBool(suspended)}
-	w.add(resourceInfoFamily, 1, r.str("metadata", "uid"), ready, reason, conditionBool(suspended),
-		r.label(spec.revision), r.label(spec.sourceName), redactURL(r.label(spec.url)), r.label(spec.ref), r.label(spec.path))
+	info := resourceInfo{uid: r.str("metadata", "uid"), ready: ready, reason: reason, suspended: conditionBool(suspended),
+		revision: r.label(spec.revision), sourceName: r.label(spec.sourceName), url: redactURL(r.label(spec.url)),
+		ref: r.label(spec.ref), path: r.label(spec.path)}
+	w.add(resourceInfoFamily, 1, info.values()...)
 	w.add(suspendedFamily, boolValue(suspended))
 	w.readRefs(k.Kind, ready, conds)
 	if rev := r.str("status", "lastAttemptedRevision"); rev != "" {
