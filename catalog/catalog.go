@@ -1,7 +1,7 @@
 // Package catalog describes the metric families flux_exporter can emit:
 // each family's name, type, help and labels, declared once where the
-// family is defined, so that the metrics reference, the filters and the
-// tests read them instead of parsing descriptors.
+// family is defined, so that the metrics reference and the tests read
+// them instead of parsing descriptors.
 package catalog
 
 import (

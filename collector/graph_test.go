@@ -351,16 +351,14 @@ flux_resource_root_cause_info{exported_namespace="apps",kind="HelmRelease",name=
 	}
 }
 
-// fakeFlux is a FluxState that counts its changes, may be sharded, and
+// fakeFlux is a FluxState that may be sharded, and
 // judges absent objects as kube.Watcher.Exists does for watched kinds.
 type fakeFlux struct {
 	states   []kube.KindState
-	version  uint64
 	sharding kube.Sharding
 }
 
 func (f *fakeFlux) State() []kube.KindState { return f.states }
-func (f *fakeFlux) Version() uint64         { return f.version }
 func (f *fakeFlux) Sharding() kube.Sharding { return f.sharding }
 func (f *fakeFlux) FluxVersion() string     { return "" }
 func (f *fakeFlux) Exists(kind, _, _ string) (exists, watched bool) {
@@ -445,7 +443,7 @@ func newTestExporterWith(t *testing.T, d *Decoder, flux FluxState) (*Exporter, *
 // it reads (an object, its Ready, its references, a kind that syncs)
 // recomputes it.
 func TestGraphIsComputedOncePerChange(t *testing.T) {
-	flux := &fakeFlux{version: 7, states: statesOf(t,
+	flux := &fakeFlux{states: statesOf(t,
 		fluxObj("GitRepository", "apps/g", "False", "{url: x}"),
 		fluxObj("Kustomization", "apps/k", "False", "{sourceRef: {kind: GitRepository, name: g}}"),
 	)}
@@ -469,7 +467,6 @@ func TestGraphIsComputedOncePerChange(t *testing.T) {
 		fluxObj("GitRepository", "apps/g", "False", "{url: https://example.com/other.git, interval: 5m}"),
 		fluxObj("Kustomization", "apps/k", "False", "{sourceRef: {kind: GitRepository, name: g}, path: ./other}"),
 	)
-	flux.version++
 	scrapeText(t, e)
 	if cache.computed != 1 {
 		t.Fatalf("graph computed %d times after updates it does not read, want 1", cache.computed)
@@ -479,7 +476,6 @@ func TestGraphIsComputedOncePerChange(t *testing.T) {
 	// series and what pointed at it follow.
 	flux.states = statesOf(t, fluxObj("Kustomization", "apps/k", "False", "{sourceRef: {kind: GitRepository, name: g}}"))
 	flux.states = append(flux.states, kube.KindState{Kind: kube.Kind{Group: "test.fluxcd.io", Kind: "GitRepository"}, Synced: true})
-	flux.version++
 	text := scrapeText(t, e)
 	if cache.computed != 2 {
 		t.Fatalf("graph computed %d times after one change, want 2", cache.computed)
@@ -509,7 +505,7 @@ func TestGraphIsComputedOncePerChange(t *testing.T) {
 // TestGraphSharded: a shard reports its objects' references and nothing
 // computed across objects, which it cannot see whole.
 func TestGraphSharded(t *testing.T) {
-	flux := &fakeFlux{version: 1, sharding: kube.Sharding{Shard: 1, Total: 2}, states: statesOf(t,
+	flux := &fakeFlux{sharding: kube.Sharding{Shard: 1, Total: 2}, states: statesOf(t,
 		fluxObj("Kustomization", "apps/k", "False", "{sourceRef: {kind: GitRepository, name: elsewhere}}"),
 		fluxObj("GitRepository", "apps/g", "False", "{url: x}"),
 	)}
@@ -539,7 +535,7 @@ func TestGraphFiltered(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, cache := newTestExporterWith(t, NewDecoder(DecoderOptions{Filter: f}), &fakeFlux{version: 1, states: statesOf(t, fluxObj("Kustomization", "apps/k", "False", "{dependsOn: [{name: x}]}"))})
+	e, cache := newTestExporterWith(t, NewDecoder(DecoderOptions{Filter: f}), &fakeFlux{states: statesOf(t, fluxObj("Kustomization", "apps/k", "False", "{dependsOn: [{name: x}]}"))})
 	if text := scrapeText(t, e); strings.Contains(text, "flux_resource_dependents") || cache.computed != 0 {
 		t.Errorf("filtered graph families computed %d times:\n%s", cache.computed, text)
 	}
@@ -602,7 +598,7 @@ func BenchmarkGraphRecompute(b *testing.B) {
 // BenchmarkGraphUnchanged is the graph's share of a scrape of unchanged
 // caches at 10,000 objects: comparing the state's key.
 func BenchmarkGraphUnchanged(b *testing.B) {
-	flux := &fakeFlux{version: 1, states: syntheticFleet(b, 10000)}
+	flux := &fakeFlux{states: syntheticFleet(b, 10000)}
 	cache := &graphCache{logger: Deps{}.logger()}
 	lookup := lookupIn(flux.states)
 	sc := &scrapeState{}

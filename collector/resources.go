@@ -109,8 +109,9 @@ type Resources struct {
 
 var _ Collector = (*Resources)(nil)
 
-// Update emits the kind-level series and, unless the scrape writes them
-// itself (Exporter.Scrape), each record's series.
+// Update emits the kind-level and shard series and computes the scrape's
+// dependency graph; the per-object series leave through the writer of
+// Exporter.Scrape.
 func (c *Resources) Update(ctx context.Context, ch chan<- prometheus.Metric) error {
 	sh := c.state.Sharding().Normalized()
 	sharded := sh.Enabled()
@@ -136,9 +137,6 @@ func (c *Resources) Update(ctx context.Context, ch chan<- prometheus.Metric) err
 		ch <- prometheus.MustNewConstMetric(objectErrorsDesc, prometheus.CounterValue, float64(ks.ObjectErrors), k.Group, k.Kind)
 	}
 	return nil
-}
-
-func init() {
 }
 
 func boolValue(b bool) float64 {

@@ -110,7 +110,6 @@ func (w *Watcher) reconcile() {
 		w.kinds[key] = kw
 		w.log.Info("Watching Flux kind", "kind", k.Kind, "group", k.Group, "version", k.Version)
 	}
-	w.version.Add(1) // kinds may have come or gone
 }
 
 // FluxVersion is the distribution version read from the Flux CRDs' labels,

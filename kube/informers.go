@@ -71,15 +71,6 @@ func (w *Watcher) start(k Kind, sharding Sharding) (*kindWatch, error) {
 			cancel()
 			return nil, fmt.Errorf("set watch error handler: %w", err)
 		}
-		// Every event counts as a change of State, delivered once the
-		// store holds it.
-		bump := func(any) { w.version.Add(1) }
-		if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
-			AddFunc: bump, UpdateFunc: func(_, obj any) { bump(obj) }, DeleteFunc: bump,
-		}); err != nil {
-			cancel()
-			return nil, fmt.Errorf("add event handler: %w", err)
-		}
 		kw.informers = append(kw.informers, inf)
 		kw.scopes = append(kw.scopes, &scope{namespace: ns})
 	}

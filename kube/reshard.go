@@ -98,7 +98,6 @@ func (w *Watcher) Reshard(ctx context.Context, s Sharding) error {
 		}
 		w.kinds[key] = nkw
 	}
-	w.version.Add(1) // the swapped caches hold other objects, with no event of their own
 	w.log.Info("Resharded the Flux object caches", "shard", s.Shard, "total_shards", s.Normalized().Total,
 		"previous_shard", old.Shard, "previous_total_shards", old.Normalized().Total)
 	return errors.Join(errs...)

@@ -151,14 +151,6 @@ func (w *Watcher) Get(kind, namespace, name string) (any, bool) {
 	return nil, false
 }
 
-// Version counts the changes to what State returns: every add, update and
-// delete an informer delivers (after its store holds it), kinds starting
-// and stopping, and reshards. State read after Version holds at least the
-// changes counted, so a caller may cache what it derives from State under
-// the number and reuse it while Version has not moved. Whether a kind has
-// synced is not counted; read it from State.
-func (w *Watcher) Version() uint64 { return w.version.Load() }
-
 // watches reports whether the namespace filters let the informers of a
 // namespaced kind see objects in namespace.
 func (w *Watcher) watches(namespace string) bool {

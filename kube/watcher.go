@@ -91,8 +91,6 @@ type Watcher struct {
 	sharding Sharding              // what the informers of w.kinds keep
 	// reshardMu makes one Reshard wait for the one before it.
 	reshardMu sync.Mutex
-	// version counts the changes to what State returns (Version).
-	version atomic.Uint64
 }
 
 type kindWatch struct {

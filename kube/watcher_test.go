@@ -368,34 +368,3 @@ func TestReadyNamesKindAndGroup(t *testing.T) {
 		return nil
 	})
 }
-
-// Version moves with every object the informers deliver, so that what is
-// derived from State can be cached under it; the collector's dependency
-// graph is.
-func TestVersionCountsEvents(t *testing.T) {
-	api := &fakeAPI{forbidden: map[string]bool{}, crds: []map[string]any{crd("source.toolkit.fluxcd.io", "GitRepository", "gitrepositories")},
-		objects: map[string][]map[string]any{"gitrepositories": {
-			object("source.toolkit.fluxcd.io", "GitRepository", "a", "one"),
-			object("source.toolkit.fluxcd.io", "GitRepository", "a", "two"),
-			object("source.toolkit.fluxcd.io", "GitRepository", "b", "three"),
-		}}}
-	w, _ := startWatcher(t, api, WatcherOptions{})
-	before := w.Version()
-	waitFor(t, 20*time.Second, func() error {
-		s, ok := stateOf(w, "GitRepository")
-		if !ok || !s.Synced || len(s.Records) != 3 {
-			return fmt.Errorf("not synced: %+v", s)
-		}
-		// One per add, delivered after the store holds it; the kind's
-		// start counts too.
-		if v := w.Version(); v < before+3 {
-			return fmt.Errorf("version %d after three adds, started at %d", v, before)
-		}
-		return nil
-	})
-	settled := w.Version()
-	time.Sleep(200 * time.Millisecond)
-	if v := w.Version(); v != settled {
-		t.Errorf("version moved from %d to %d without a change", settled, v)
-	}
-}

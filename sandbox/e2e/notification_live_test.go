@@ -20,7 +20,7 @@ import (
 
 // liveToken is the generic-hmac Provider's token as `echo s3cret-token |
 // base64` stores it: with the newline, which notification-controller v1.9.3
-// signs with (../shared/notes/real-controllers.md).
+// signs with, as TestNotificationControllerLive shows.
 const liveToken = "s3cret-token\n"
 
 // liveObjects are what the events are about; notification-controller needs

@@ -17,7 +17,7 @@ import (
 
 // The real Flux controllers, built from their modules by
 // tools/flux-controllers/build.sh (make .bin/<controller>) and run against
-// the in-process API server in full mode, as ../shared/notes/real-controllers.md
+// the in-process API server in full mode, as tools/flux-controllers/README.md
 // describes. They are looked up in PATH, which make test-e2e puts .bin first
 // in.
 

@@ -19,7 +19,7 @@ import (
 // played a scenario against them (make record-timelines). A timeline file
 // with `recorded: true` replays its fixture instead of hand-written steps:
 // every state in the order the controllers wrote it, moved onto the
-// simulated clock by the fixture's scale, each minute's writes applied in
+// simulated clock by the timeline's scale, each minute's writes applied in
 // turn and then scraped once, as Prometheus scrapes once a minute while
 // the exporter sees every write.
 
@@ -68,8 +68,9 @@ func recordedTable(tl timeline) string {
 	f := tl.fixture
 	clock := recorded.Clock{Start: f.Start, Epoch: simEpoch, Scale: tl.Scale}
 	var b strings.Builder
-	fmt.Fprintf(&b, "Recorded from %s with %s, replayed at %dx (sandbox/e2e/testdata/recorded/%s.yaml).\n\n",
-		controllersOf(f), strings.Join(f.Args, " "), tl.Scale, f.Scenario)
+	fmt.Fprintf(&b, "Recorded from %s, replayed at %dx (sandbox/e2e/testdata/recorded/%s.yaml, with each controller's flags). "+
+		"Actions are as the recorder performed them: their intervals and waits are at recording pace, 1/%d of the replay's.\n\n",
+		controllersOf(f), tl.Scale, f.Scenario, tl.Scale)
 	b.WriteString("| at | action or Ready written | by |\n|---|---|---|\n")
 	type row struct {
 		at   time.Duration

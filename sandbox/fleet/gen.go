@@ -308,7 +308,7 @@ func cond(typ, status, reason, msg string, generation int64, t time.Time) map[st
 // finalized are the kinds whose controllers add finalizers.fluxcd.io
 // before their first reconciliation (SC <kind>_controller.go Reconcile,
 // "Add finalizer first if not exist"; KC and HC the same), as the real
-// controllers did here (../shared/notes/real-controllers.md). An OCI
+// controllers did in the recordings (sandbox/e2e/testdata/recorded). An OCI
 // HelmRepository is static: source-controller removes the finalizer
 // (SC helmrepository_controller.go migrationToStatic).
 var finalized = map[string]bool{

@@ -25,8 +25,9 @@ type Fixture struct {
 	// Controllers maps each controller that ran to its release, read
 	// from the binary's build information.
 	Controllers map[string]string `json:"controllers"`
-	// Args are the flags every controller ran with beyond its addresses.
-	Args []string `json:"args"`
+	// Flags are the flags each controller ran with, its addresses and
+	// storage path aside.
+	Flags map[string][]string `json:"flags"`
 	// Start is the wall-clock time of offset 0.
 	Start time.Time `json:"start"`
 	// Actions are what the recorder did, in order: the causes.

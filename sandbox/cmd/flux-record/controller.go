@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"strings"
 	"sync"
 	"time"
 )
@@ -18,9 +19,12 @@ import (
 type controller struct {
 	name    string
 	version string
-	cmd     *exec.Cmd
-	logs    *lockedBuffer
-	exited  chan error
+	// flags are those it ran with that say how it behaves: not its
+	// addresses or storage path, which change with every run.
+	flags  []string
+	cmd    *exec.Cmd
+	logs   *lockedBuffer
+	exited chan error
 }
 
 // startController runs name from PATH against kubeconfig with leader
@@ -44,6 +48,11 @@ func startController(ctx context.Context, logger *slog.Logger, kubeconfig, name 
 		"--enable-leader-election=false", "--watch-all-namespaces=true",
 		"--log-encoding=json"}, args...)
 	c := &controller{name: name, version: version, logs: &lockedBuffer{}, exited: make(chan error, 1)}
+	for _, a := range all {
+		if !strings.Contains(a, "-addr=") && !strings.HasPrefix(a, "--storage-path=") {
+			c.flags = append(c.flags, a)
+		}
+	}
 	c.cmd = exec.Command(path, all...)
 	c.cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig, "RUNTIME_NAMESPACE=flux-system")
 	c.cmd.Stdout, c.cmd.Stderr = c.logs, c.logs

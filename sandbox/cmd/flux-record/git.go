@@ -98,8 +98,12 @@ func (g *gitServer) commit(ctx context.Context, message string, files map[string
 func (g *gitServer) git(ctx context.Context, dir string, args ...string) error {
 	cmd := exec.CommandContext(ctx, "git", args...)
 	cmd.Dir = dir
+	// A fixed date makes a commit's hash depend on its content alone, so a
+	// re-recording names the same revisions and the timelines' expected
+	// revision labels stay true.
 	cmd.Env = append(os.Environ(), "GIT_AUTHOR_NAME=flux-record", "GIT_AUTHOR_EMAIL=flux-record@127.0.0.1",
-		"GIT_COMMITTER_NAME=flux-record", "GIT_COMMITTER_EMAIL=flux-record@127.0.0.1")
+		"GIT_COMMITTER_NAME=flux-record", "GIT_COMMITTER_EMAIL=flux-record@127.0.0.1",
+		"GIT_AUTHOR_DATE=2026-01-01T00:00:00Z", "GIT_COMMITTER_DATE=2026-01-01T00:00:00Z")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("git directory: %w", err)
 	}

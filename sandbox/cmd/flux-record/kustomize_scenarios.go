@@ -7,8 +7,10 @@ import (
 )
 
 // Kustomizations in these scenarios run at 1/60 of a 10m interval and a
-// 2m retryInterval, with the default timeout (the interval), and apply
-// into the scenario's namespace.
+// 2m retryInterval, and apply into the scenario's namespace. They set no
+// spec.timeout: kustomize-controller then waits the interval less 30s, at
+// least 30s (30s while recording; the replay's 10m interval gives 9m30s,
+// docs/flux-semantics.md rule 13).
 
 const kustomizationBadCommitWhy = `A Kustomization applies a good commit, then a commit that kustomize cannot
 build, retried every retryInterval, then a fixed commit. Recorded from

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -102,19 +103,19 @@ func deepCopy(obj map[string]any) map[string]any {
 }
 
 // writer names the field manager of the write that made obj from prev:
-// the newest managedFields entry for the status subresource when the
-// status changed, else the newest other entry.
+// among the managedFields entries that own the part that changed (the
+// status through its subresource, else the finalizers, the spec or the
+// annotations), the newest. Entry times have one-second precision, so the
+// owned fields, not the times, tell a controller's finalizer from the
+// recorder's spec written in the same second.
 func writer(u *unstructured.Unstructured, prev, obj map[string]any) string {
-	status := prev == nil && obj["status"] != nil
-	if prev != nil {
-		status = !recorded.Equal(prev["status"], obj["status"])
-	}
 	entries := slices.Clone(u.GetManagedFields())
 	slices.SortStableFunc(entries, func(a, b metav1.ManagedFieldsEntry) int {
 		return timeOf(b).Compare(timeOf(a))
 	})
+	status, field := changedPart(prev, obj)
 	for _, e := range entries {
-		if (e.Subresource == "status") == status {
+		if (e.Subresource == "status") == status && (field == "" || owns(e, field)) {
 			return e.Manager
 		}
 	}
@@ -122,6 +123,33 @@ func writer(u *unstructured.Unstructured, prev, obj map[string]any) string {
 		return entries[0].Manager
 	}
 	return "unknown"
+}
+
+// changedPart says what changed from prev to obj: the status, or else the
+// first of the finalizers, the spec and the annotations that differs ("" if
+// none does).
+func changedPart(prev, obj map[string]any) (status bool, field string) {
+	if prev == nil {
+		return obj["status"] != nil, "f:spec"
+	}
+	if !recorded.Equal(prev["status"], obj["status"]) {
+		return true, ""
+	}
+	meta := func(m map[string]any, k string) any { mm, _ := m["metadata"].(map[string]any); return mm[k] }
+	switch {
+	case !recorded.Equal(meta(prev, "finalizers"), meta(obj, "finalizers")):
+		return false, "f:finalizers"
+	case !recorded.Equal(prev["spec"], obj["spec"]):
+		return false, "f:spec"
+	case !recorded.Equal(meta(prev, "annotations"), meta(obj, "annotations")):
+		return false, "f:annotations"
+	}
+	return false, ""
+}
+
+// owns tells whether the entry's fields include the named one.
+func owns(e metav1.ManagedFieldsEntry, field string) bool {
+	return e.FieldsV1 != nil && strings.Contains(string(e.FieldsV1.Raw), `"`+field+`"`)
 }
 
 func timeOf(e metav1.ManagedFieldsEntry) time.Time {

@@ -82,10 +82,11 @@ func (w *world) play(ctx context.Context, s scenario) (*recorded.Fixture, error)
 		return nil, err
 	}
 	f := tp.fix
-	f.Scenario, f.Why, f.Start, f.Args = s.name, s.why, tp.start.UTC(), pace
-	f.Controllers = map[string]string{}
+	f.Scenario, f.Why, f.Start = s.name, s.why, tp.start.UTC()
+	f.Controllers, f.Flags = map[string]string{}, map[string][]string{}
 	for _, c := range w.controllers {
 		f.Controllers[c.name] = c.version
+		f.Flags[c.name] = c.flags
 	}
 	return &f, nil
 }
@@ -122,12 +123,16 @@ func (r *scene) commit(ctx context.Context, repo, message string, files map[stri
 	if err != nil {
 		return "", err
 	}
-	r.tp.act("commit %s (%s) and request a reconcile of GitRepository %s", rev, message, repo)
 	patch := fmt.Sprintf(`{"metadata":{"annotations":{"reconcile.fluxcd.io/requestedAt":%q}}}`, time.Now().Format(time.RFC3339Nano))
 	_, err = r.w.dyn.Resource(recordedKinds["GitRepository"]).Namespace(r.ns).Patch(ctx, repo, types.MergePatchType, []byte(patch),
 		metav1.PatchOptions{FieldManager: "flux-record"})
-	if err != nil && !apierrors.IsNotFound(err) {
+	switch {
+	case apierrors.IsNotFound(err):
+		r.tp.act("commit %s (%s)", rev, message)
+	case err != nil:
 		return "", fmt.Errorf("request reconcile of %s: %w", repo, err)
+	default:
+		r.tp.act("commit %s (%s) and request a reconcile of GitRepository %s", rev, message, repo)
 	}
 	return rev, nil
 }
