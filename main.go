@@ -288,8 +288,8 @@ func resolveSharding(ctx context.Context, c *config, cfg *rest.Config, logger *s
 
 // startWatcher starts the Flux object caches, decoded by s.decoder, and
 // reshards them when the StatefulSet scales.
-func startWatcher(ctx context.Context, c *config, s settings, cfg *rest.Config, sharding kube.Sharding, podSharding *kube.PodSharding, logger *slog.Logger) (*kube.Watcher, *failure) {
-	watcher, err := kube.NewWatcher(cfg, kube.WatcherOptions{
+func startWatcher(ctx context.Context, c *config, s settings, cfg *rest.Config, sharding kube.Sharding, podSharding *kube.PodSharding, logger *slog.Logger) (*kube.Watcher[*collector.Record], *failure) {
+	watcher, err := kube.NewWatcher(cfg, kube.WatcherOptions[*collector.Record]{
 		APIGroups:         s.apiGroups,
 		Namespaces:        splitList(*c.namespaces),
 		ExcludeNamespaces: splitList(*c.excludeNS),
@@ -324,7 +324,7 @@ func startWatcher(ctx context.Context, c *config, s settings, cfg *rest.Config, 
 // startCollectors builds the enabled collectors, starting the controller
 // pods' cache when the controllers collector runs, and returns what
 // /-/ready checks.
-func startCollectors(ctx context.Context, c *config, s settings, cfg *rest.Config, watcher *kube.Watcher, sharding kube.Sharding, logger *slog.Logger) (*collector.Exporter, func() (bool, []string), *failure) {
+func startCollectors(ctx context.Context, c *config, s settings, cfg *rest.Config, watcher *kube.Watcher[*collector.Record], sharding kube.Sharding, logger *slog.Logger) (*collector.Exporter, func() (bool, []string), *failure) {
 	deps := collector.Deps{Flux: watcher, Decoder: s.decoder, ControllersTimeout: *c.controllersTimeout, Logger: logger}
 	ready := watcher.Ready
 	// Controller series come from the controller pods, not from the Flux
@@ -355,7 +355,7 @@ func startCollectors(ctx context.Context, c *config, s settings, cfg *rest.Confi
 
 // startEvents starts the events receiver when --events.enabled: on the
 // metrics listener (the route it returns) or on its own.
-func startEvents(ctx context.Context, stop context.CancelFunc, c *config, watcher *kube.Watcher, static *prometheus.Registry, logger *slog.Logger) (map[string]http.Handler, *failure) {
+func startEvents(ctx context.Context, stop context.CancelFunc, c *config, watcher *kube.Watcher[*collector.Record], static *prometheus.Registry, logger *slog.Logger) (map[string]http.Handler, *failure) {
 	routes := map[string]http.Handler{}
 	if !*c.eventsEnabled {
 		return routes, nil
@@ -422,7 +422,7 @@ func serve(ctx context.Context, c *config, s settings, exporter *collector.Expor
 
 // startDispatch registers the dispatch failure counts when the API server
 // serves core/v1 Events, and says so in the log when it does not.
-func startDispatch(ctx context.Context, c *config, cfg *rest.Config, w *kube.Watcher, reg prometheus.Registerer, logger *slog.Logger) error {
+func startDispatch(ctx context.Context, c *config, cfg *rest.Config, w *kube.Watcher[*collector.Record], reg prometheus.Registerer, logger *slog.Logger) error {
 	client, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return fmt.Errorf("creating the Kubernetes client: %w", err)
@@ -532,7 +532,7 @@ func splitList(s string) []string {
 // allowlist names that no watched Flux kind has: a typo (kustomisations)
 // would otherwise export nothing, silently. It gives up after 10 minutes
 // without a sync; kinds installed later are not checked again.
-func warnUnknownResources(ctx context.Context, logger *slog.Logger, w *kube.Watcher, lists map[string]*collector.MetadataAllowlist) {
+func warnUnknownResources(ctx context.Context, logger *slog.Logger, w *kube.Watcher[*collector.Record], lists map[string]*collector.MetadataAllowlist) {
 	if lists["--metric-labels-allowlist"] == nil && lists["--metric-annotations-allowlist"] == nil {
 		return
 	}

@@ -192,7 +192,7 @@ func (e *Exporter) Scrape(ctx context.Context) (c prometheus.Collector, write Ob
 // read once, so that the kind-level counts and the per-object series agree.
 type scrapeState struct {
 	once   sync.Once
-	states []kube.KindState
+	states []kube.KindState[*Record]
 	// graph are the dependency graph's records (graph.go), set by the
 	// resources collector.
 	graph []*Record
@@ -210,7 +210,7 @@ func scrapeOf(ctx context.Context) *scrapeState {
 }
 
 // objects reads the caches' state the first time it is asked.
-func (s *scrapeState) objects(src FluxState) []kube.KindState {
+func (s *scrapeState) objects(src FluxState) []kube.KindState[*Record] {
 	s.once.Do(func() {
 		s.states = src.State()
 	})
@@ -222,12 +222,10 @@ func (s *scrapeState) records() []*Record {
 	var out []*Record
 	s.once.Do(func() {}) // a scrape whose resources collector is off
 	for _, ks := range s.states {
-		for _, o := range ks.Records {
-			if rec, ok := o.(*Record); ok {
-				out = append(out, rec)
-				if d := rec.delivery.record(); d != nil {
-					out = append(out, d)
-				}
+		for _, rec := range ks.Records {
+			out = append(out, rec)
+			if d := rec.delivery.record(); d != nil {
+				out = append(out, d)
 			}
 		}
 	}

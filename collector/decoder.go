@@ -1,7 +1,6 @@
 package collector
 
 import (
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/flux-exporter/flux_exporter/kube"
@@ -57,7 +56,7 @@ func (s familySet) has(f *family) bool { return s == nil || s[f.id] }
 // field costs only that field. prev is the cache's record of the same
 // namespace and name, or nil: a failure that started before this update
 // keeps its start (lifecycle.go).
-func (d *Decoder) Decode(k kube.Kind, u *unstructured.Unstructured, prev metav1.ObjectMetaAccessor) (metav1.ObjectMetaAccessor, []error) {
+func (d *Decoder) Decode(k kube.Kind, u *unstructured.Unstructured, prev *Record) (*Record, []error) {
 	r := &reader{obj: u.Object}
 	rec := &Record{Namespace: r.str("metadata", "namespace"), Name: r.str("metadata", "name"), uid: hashUID(r.str("metadata", "uid"))}
 	w := recordWriter{rec: rec, r: r, on: d.on, object: []string{k.Kind, rec.Name, rec.Namespace}}

@@ -622,7 +622,7 @@ const sweepEvery = time.Minute
 // entry decoded within the last sweep period is kept: the informer
 // transforms an object before its store holds it, so a fresh entry can be
 // missing from the states a scrape read.
-func (t *deliveryTracker) sweep(states []kube.KindState) {
+func (t *deliveryTracker) sweep(states []kube.KindState[*Record]) {
 	now := time.Now()
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -632,10 +632,8 @@ func (t *deliveryTracker) sweep(states []kube.KindState) {
 	t.swept = now
 	live := map[objectKey]bool{}
 	for _, ks := range states {
-		for _, o := range ks.Records {
-			if rec, ok := o.(*Record); ok {
-				live[objectKey{ks.Kind.Kind, rec.Namespace, rec.Name}] = true
-			}
+		for _, rec := range ks.Records {
+			live[objectKey{ks.Kind.Kind, rec.Namespace, rec.Name}] = true
 		}
 	}
 	for k, e := range t.objects {

@@ -29,7 +29,7 @@ func decodeInto(t *testing.T, tr *Decoder, doc string) *Record {
 	if len(errs) > 0 {
 		t.Fatalf("decode faults: %v", errs)
 	}
-	return acc.(*Record)
+	return acc
 }
 
 // deliverySamples renders a record's delivery series in the text format
@@ -421,7 +421,7 @@ func TestDeliverySweep(t *testing.T) {
 	tr := NewDecoder(DecoderOptions{})
 	rec := decodeInto(t, tr, kustomization("k1", revA, "True", "ReconciliationSucceeded", time.Minute,
 		ksEntry("sha256:d1", "ReconciliationSucceeded", revA, time.Minute, time.Minute)))
-	states := []kube.KindState{{Kind: kube.Kind{Kind: "Kustomization"}, Records: []any{rec}}}
+	states := []kube.KindState[*Record]{{Kind: kube.Kind{Kind: "Kustomization"}, Records: []*Record{rec}}}
 	tr.delivery.sweep(states)
 	if len(tr.delivery.objects) != 1 {
 		t.Fatalf("a live object was forgotten")

@@ -70,7 +70,7 @@ type graphNode struct {
 // references. A reference to an object absent from the snapshot is to a
 // missing object when lookup says the caches would hold it; otherwise it
 // leads nowhere.
-func newGraph(states []kube.KindState, lookup lookupFunc) *graph {
+func newGraph(states []kube.KindState[*Record], lookup lookupFunc) *graph {
 	g := &graph{}
 	n := 0
 	for _, ks := range states {
@@ -79,11 +79,7 @@ func newGraph(states []kube.KindState, lookup lookupFunc) *graph {
 	index := make(map[objectKey]int32, n)
 	g.nodes = make([]graphNode, 0, n)
 	for _, ks := range states {
-		for _, o := range ks.Records {
-			rec, ok := o.(*Record)
-			if !ok {
-				continue
-			}
+		for _, rec := range ks.Records {
 			key := objectKey{ks.Kind.Kind, rec.Namespace, rec.Name}
 			if _, dup := index[key]; dup {
 				continue // the same Kind name in two API groups: a reference cannot tell them apart
@@ -428,13 +424,11 @@ func keyOf(sc *scrapeState) graphKey {
 		b.WriteByte('=')
 		b.WriteString(strconv.FormatBool(ks.Synced))
 		b.WriteByte(';')
-		for _, o := range ks.Records {
-			if rec, ok := o.(*Record); ok {
-				d := rec.graphDigest
-				k.sum += d
-				k.mixed ^= d * 0x9e3779b97f4a7c15
-				k.count++
-			}
+		for _, rec := range ks.Records {
+			d := rec.graphDigest
+			k.sum += d
+			k.mixed ^= d * 0x9e3779b97f4a7c15
+			k.count++
 		}
 	}
 	k.kinds = b.String()

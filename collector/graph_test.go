@@ -29,16 +29,16 @@ func fluxObj(kind, id, ready, spec string) string {
 }
 
 // statesOf decodes the objects into synced kind states.
-func statesOf(t testing.TB, docs ...string) []kube.KindState {
+func statesOf(t testing.TB, docs ...string) []kube.KindState[*Record] {
 	t.Helper()
-	byKind := map[string][]any{}
+	byKind := map[string][]*Record{}
 	for _, d := range docs {
 		kind, rec := decodeYAML(t, d)
 		byKind[kind] = append(byKind[kind], rec)
 	}
-	var out []kube.KindState
+	var out []kube.KindState[*Record]
 	for _, k := range slices.Sorted(maps.Keys(byKind)) {
-		out = append(out, kube.KindState{Kind: kube.Kind{Group: "test.fluxcd.io", Kind: k}, Synced: true, Records: byKind[k]})
+		out = append(out, kube.KindState[*Record]{Kind: kube.Kind{Group: "test.fluxcd.io", Kind: k}, Synced: true, Records: byKind[k]})
 	}
 	return out
 }
@@ -341,7 +341,7 @@ flux_resource_root_cause_info{exported_namespace="apps",kind="HelmRelease",name=
 	var all []*Record
 	for _, ks := range states {
 		for _, o := range ks.Records {
-			all = append(all, o.(*Record))
+			all = append(all, o)
 		}
 	}
 	for _, f := range exportedFormats {
@@ -354,11 +354,11 @@ flux_resource_root_cause_info{exported_namespace="apps",kind="HelmRelease",name=
 // fakeFlux is a FluxState that may be sharded, and
 // judges absent objects as kube.Watcher.Exists does for watched kinds.
 type fakeFlux struct {
-	states   []kube.KindState
+	states   []kube.KindState[*Record]
 	sharding kube.Sharding
 }
 
-func (f *fakeFlux) State() []kube.KindState { return f.states }
+func (f *fakeFlux) State() []kube.KindState[*Record] { return f.states }
 func (f *fakeFlux) Sharding() kube.Sharding { return f.sharding }
 func (f *fakeFlux) FluxVersion() string     { return "" }
 func (f *fakeFlux) Exists(kind, _, _ string) (exists, watched bool) {
@@ -475,7 +475,7 @@ func TestGraphIsComputedOncePerChange(t *testing.T) {
 	// The GitRepository is deleted: one event, one recomputation, and its
 	// series and what pointed at it follow.
 	flux.states = statesOf(t, fluxObj("Kustomization", "apps/k", "False", "{sourceRef: {kind: GitRepository, name: g}}"))
-	flux.states = append(flux.states, kube.KindState{Kind: kube.Kind{Group: "test.fluxcd.io", Kind: "GitRepository"}, Synced: true})
+	flux.states = append(flux.states, kube.KindState[*Record]{Kind: kube.Kind{Group: "test.fluxcd.io", Kind: "GitRepository"}, Synced: true})
 	text := scrapeText(t, e)
 	if cache.computed != 2 {
 		t.Fatalf("graph computed %d times after one change, want 2", cache.computed)
@@ -545,7 +545,7 @@ func TestGraphFiltered(t *testing.T) {
 // GitRepository, four layered Kustomizations, a HelmRepository, HelmChart
 // and HelmRelease that depends on another app's, an ImageRepository and
 // ImagePolicy, and an Alert per namespace; about one object in eight fails.
-func syntheticFleet(tb testing.TB, n int) []kube.KindState {
+func syntheticFleet(tb testing.TB, n int) []kube.KindState[*Record] {
 	tb.Helper()
 	var docs []string
 	ready := func(i int) string {
@@ -627,7 +627,7 @@ func TestGraphRecordPerObject(t *testing.T) {
 
 // lookupIn judges absent objects from the snapshot alone, for tests of the
 // graph alone: a kind that is synced in it is watched in every namespace.
-func lookupIn(states []kube.KindState) lookupFunc {
+func lookupIn(states []kube.KindState[*Record]) lookupFunc {
 	synced := map[string]bool{}
 	for _, ks := range states {
 		if ks.Synced {

@@ -7,8 +7,6 @@ package collector
 import (
 	"hash/fnv"
 	"math"
-
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 var (
@@ -115,12 +113,11 @@ func (r *reader) timeout(s timeoutSpec) (float64, bool) {
 // previousRecord is prev as a record of the object with this uid hash, or
 // nil: a record of another object of the same name (deleted and created
 // again) has nothing to carry over.
-func previousRecord(prev metav1.ObjectMetaAccessor, uid uint64) *Record {
-	rec, ok := prev.(*Record)
-	if !ok || rec == nil || rec.uid != uid {
+func previousRecord(prev *Record, uid uint64) *Record {
+	if prev == nil || prev.uid != uid {
 		return nil
 	}
-	return rec
+	return prev
 }
 
 // hashUID is what a record keeps of metadata.uid: enough to tell two

@@ -148,7 +148,7 @@ status:
 		if len(errs) > 0 {
 			t.Fatal(errs)
 		}
-		prev = acc.(*Record)
+		prev = acc
 		return prev
 	}
 	for i, s := range []struct {

@@ -40,7 +40,7 @@ func decodeKindWith(t testing.TB, o DecoderOptions, k kube.Kind, doc string) *Re
 	if len(errs) > 0 {
 		t.Fatalf("decode faults: %v", errs)
 	}
-	return acc.(*Record)
+	return acc
 }
 
 var (

@@ -44,7 +44,7 @@ func decodeYAMLWith(t testing.TB, o DecoderOptions, doc string) (string, *Record
 	if len(errs) > 0 {
 		t.Fatalf("decode faults: %v", errs)
 	}
-	return u.GetKind(), acc.(*Record)
+	return u.GetKind(), acc
 }
 
 const infoHeader = `# HELP flux_resource_info Information about a Flux object: readiness, suspension, the applied revision and where it comes from. Value is always 1.

@@ -365,10 +365,9 @@ var dependencyInfoFamily = perObject("resource_dependency_info",
 	"dependency_kind", "dependency_name", "dependency_namespace", "relation")
 
 // AlertProvider is the name of the Provider an Alert's record references
-// (spec.providerRef.name), or "" when rec is not an Alert's record.
-func AlertProvider(rec any) string {
-	r, ok := rec.(*Record)
-	if !ok {
+// (spec.providerRef.name), or "" for a nil record or one not of an Alert.
+func AlertProvider(r *Record) string {
+	if r == nil {
 		return ""
 	}
 	for _, x := range r.refs {

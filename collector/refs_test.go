@@ -212,7 +212,7 @@ spec:
 		t.Fatal(err)
 	}
 	acc, errs := NewDecoder(DecoderOptions{}).Decode(kube.Kind{Kind: "Kustomization"}, &unstructured.Unstructured{Object: obj}, nil)
-	rec := acc.(*Record)
+	rec := acc
 	if len(rec.refs) != 0 {
 		t.Errorf("refs %v, want none", rec.refs)
 	}

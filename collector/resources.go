@@ -16,7 +16,7 @@ import (
 // FluxState is the read side of the Flux object caches.
 type FluxState interface {
 	// State lists every watched kind with its records, sorted by kind.
-	State() []kube.KindState
+	State() []kube.KindState[*Record]
 	// Sharding is the shard of the Flux objects the caches keep.
 	Sharding() kube.Sharding
 	// Exists tells whether the object is in the caches (exists) and

@@ -25,7 +25,7 @@ type crdRecord struct {
 
 func (r *crdRecord) GetObjectMeta() metav1.Object { return &metav1.ObjectMeta{Name: r.name} }
 
-func (w *Watcher) transformCRD(obj any) (any, error) {
+func (w *Watcher[R]) transformCRD(obj any) (any, error) {
 	u, ok := obj.(*unstructured.Unstructured)
 	if !ok {
 		return obj, nil // already compact (the transform may see its own output)
@@ -75,7 +75,7 @@ func preferredVersion(u *unstructured.Unstructured) string {
 // reconcile makes the running informers match the Established CRDs of the
 // watched groups. It runs on every CRD event; CRDs are few, so a full diff
 // is cheap.
-func (w *Watcher) reconcile() {
+func (w *Watcher[R]) reconcile() {
 	want := map[string]Kind{}
 	for _, obj := range w.crds.GetStore().List() {
 		r, ok := obj.(*crdRecord)
@@ -114,7 +114,7 @@ func (w *Watcher) reconcile() {
 
 // FluxVersion is the distribution version read from the Flux CRDs' labels,
 // or "" when none carries it.
-func (w *Watcher) FluxVersion() string {
+func (w *Watcher[R]) FluxVersion() string {
 	// Read the kinds, not State(): that copies every cached record, and
 	// the controllers collector asks on every scrape.
 	w.mu.RLock()

@@ -4,6 +4,7 @@ package kube
 
 import (
 	"fmt"
+	"log/slog"
 	"net/http"
 	"strings"
 )
@@ -14,14 +15,16 @@ import (
 // otherwise show no errors at all; the transport sees every attempt.
 type failureCounter struct {
 	next http.RoundTripper
-	w    *Watcher
+	// scopeOf finds the kind and informer a request path belongs to.
+	scopeOf func(path string) (*kindWatch, *scope)
+	log     *slog.Logger
 }
 
 func (f *failureCounter) RoundTrip(req *http.Request) (*http.Response, error) {
 	resp, err := f.next.RoundTrip(req)
 	// 410 Gone is the normal end of an expired watch, not a failure.
 	failed := err != nil || (resp.StatusCode >= 400 && resp.StatusCode != http.StatusGone)
-	kw, sc := f.w.scopeOfPath(req.URL.Path)
+	kw, sc := f.scopeOf(req.URL.Path)
 	if kw == nil {
 		return resp, err
 	}
@@ -42,7 +45,7 @@ func (f *failureCounter) RoundTrip(req *http.Request) (*http.Response, error) {
 		// would, and stop readiness waiting for this informer.
 		sc.failing.Store(true)
 		if !sc.forbidden.Swap(true) {
-			f.w.log.Error("Forbidden to list and watch a Flux kind; it reports no objects and /-/ready does not wait for it",
+			f.log.Error("Forbidden to list and watch a Flux kind; it reports no objects and /-/ready does not wait for it",
 				append(attrs, "fix", fmt.Sprintf("grant get, list, watch on %s/%s to the exporter's ServiceAccount, or drop %s from --flux.api-groups", k.Group, k.Resource, k.Group))...)
 		}
 	case failed && !sc.failing.Swap(true):
@@ -50,12 +53,12 @@ func (f *failureCounter) RoundTrip(req *http.Request) (*http.Response, error) {
 		if err == nil {
 			reason = resp.Status
 		}
-		f.w.log.Warn("Requests for a Flux kind are failing; serving the cached objects while client-go retries",
+		f.log.Warn("Requests for a Flux kind are failing; serving the cached objects while client-go retries",
 			append(attrs, "err", reason)...)
 	case !failed:
 		sc.forbidden.Store(false)
 		if sc.failing.Swap(false) {
-			f.w.log.Info("Requests for a Flux kind succeed again", attrs...)
+			f.log.Info("Requests for a Flux kind succeed again", attrs...)
 		}
 	}
 	return resp, err
@@ -64,7 +67,7 @@ func (f *failureCounter) RoundTrip(req *http.Request) (*http.Response, error) {
 // scopeOfPath maps /apis/<group>/<version>[/namespaces/<ns>]/<resource> to
 // its watched kind and to the informer's scope that made the request, or
 // nil when no informer of the kind watches that namespace.
-func (w *Watcher) scopeOfPath(path string) (*kindWatch, *scope) {
+func (w *Watcher[R]) scopeOfPath(path string) (*kindWatch, *scope) {
 	parts := strings.Split(strings.Trim(path, "/"), "/")
 	if len(parts) < 4 || parts[0] != "apis" {
 		return nil, nil

@@ -20,7 +20,7 @@ import (
 
 // start runs the informers of one kind, keeping the objects of sharding.
 // The caller holds w.mu.
-func (w *Watcher) start(k Kind, sharding Sharding) (*kindWatch, error) {
+func (w *Watcher[R]) start(k Kind, sharding Sharding) (*kindWatch, error) {
 	ctx, cancel := context.WithCancel(w.ctx)
 	kw := &kindWatch{kind: k, stop: cancel, sharding: sharding}
 	var filter *shardFilter
@@ -85,12 +85,12 @@ func (w *Watcher) start(k Kind, sharding Sharding) (*kindWatch, error) {
 // transformObject turns u into its record, handing the transform the
 // record the store holds for the same key, and counts and logs the fields
 // it could not read.
-func (w *Watcher) transformObject(kw *kindWatch, store cache.Store, u *unstructured.Unstructured) any {
+func (w *Watcher[R]) transformObject(kw *kindWatch, store cache.Store, u *unstructured.Unstructured) any {
 	k := kw.kind
-	var prev metav1.ObjectMetaAccessor
+	var prev R // the zero R for a new object
 	// The store keys u as it keys the record it holds.
 	if old, ok, _ := store.Get(u); ok {
-		prev, _ = old.(metav1.ObjectMetaAccessor)
+		prev = old.(R)
 	}
 	rec, errs := w.opts.Transform(k, u, prev)
 	if len(errs) > 0 {
@@ -106,7 +106,7 @@ func (w *Watcher) transformObject(kw *kindWatch, store cache.Store, u *unstructu
 // objects of other shards from every list page and watch event before the
 // reflector sees them: they never enter the cache, and the memory of a
 // replica follows its share of the objects.
-func (w *Watcher) listWatch(gvr schema.GroupVersionResource, ns string, tweak func(*metav1.ListOptions), filter *shardFilter) cache.ListerWatcher {
+func (w *Watcher[R]) listWatch(gvr schema.GroupVersionResource, ns string, tweak func(*metav1.ListOptions), filter *shardFilter) cache.ListerWatcher {
 	res := w.client.Resource(gvr).Namespace(ns)
 	lw := &cache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {

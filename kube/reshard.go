@@ -10,7 +10,7 @@ import (
 )
 
 // Sharding is what the caches keep now.
-func (w *Watcher) Sharding() Sharding {
+func (w *Watcher[R]) Sharding() Sharding {
 	w.mu.RLock()
 	defer w.mu.RUnlock()
 	return w.sharding
@@ -23,7 +23,7 @@ func (w *Watcher) Sharding() Sharding {
 // scrape during a reshard sees the old shard whole, never a half-filled
 // cache, and objects that stay on this shard (with the jump hash, most of
 // them when Total grows by one) keep their series without a gap.
-func (w *Watcher) Reshard(ctx context.Context, s Sharding) error {
+func (w *Watcher[R]) Reshard(ctx context.Context, s Sharding) error {
 	w.reshardMu.Lock()
 	defer w.reshardMu.Unlock()
 	w.mu.Lock()

@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
@@ -270,10 +269,10 @@ func TestShardFilter(t *testing.T) {
 	}
 }
 
-func recordNames(s KindState) []string {
+func recordNames(s KindState[testRecord]) []string {
 	var out []string
 	for _, r := range s.Records {
-		m := r.(metav1.ObjectMetaAccessor).GetObjectMeta()
+		m := r
 		out = append(out, m.GetNamespace()+"/"+m.GetName())
 	}
 	slices.Sort(out)
@@ -293,9 +292,9 @@ func TestWatcherShards(t *testing.T) {
 		all = append(all, "apps/"+fmt.Sprintf("repo-%02d", i))
 	}
 	var union []string
-	var watchers []*Watcher
+	var watchers []*Watcher[testRecord]
 	for shard := range 3 {
-		w, _ := startWatcher(t, api, WatcherOptions{Sharding: Sharding{Shard: shard, Total: 3}, DeletedRetention: time.Hour})
+		w, _ := startWatcher(t, api, WatcherOptions[testRecord]{Sharding: Sharding{Shard: shard, Total: 3}, DeletedRetention: time.Hour})
 		watchers = append(watchers, w)
 		waitFor(t, 20*time.Second, func() error {
 			if ok, pending := w.Ready(); !ok || len(w.State()) != 1 {

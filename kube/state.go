@@ -10,18 +10,18 @@ import (
 
 // State returns every watched kind, sorted by kind then group, with the
 // records of the synced ones. It reads only the local caches.
-func (w *Watcher) State() []KindState {
+func (w *Watcher[R]) State() []KindState[R] {
 	w.mu.RLock()
 	defer w.mu.RUnlock()
-	out := make([]KindState, 0, len(w.kinds))
+	out := make([]KindState[R], 0, len(w.kinds))
 	for _, kw := range w.kinds {
-		s := KindState{Kind: kw.kind, Synced: kw.synced(), Forbidden: kw.forbidden(),
+		s := KindState[R]{Kind: kw.kind, Synced: kw.synced(), Forbidden: kw.forbidden(),
 			WatchErrors: kw.watchErrors.Load(), ObjectErrors: kw.objectErrors.Load()}
 		// A half-filled cache would report objects as missing; until the
 		// first full list has landed, report the kind and no objects.
 		if s.Synced {
 			for _, inf := range kw.informers {
-				s.Records = append(s.Records, inf.GetStore().List()...)
+				s.Records = appendRecords[R](s.Records, inf.GetStore().List())
 			}
 		}
 		out = append(out, s)
@@ -32,6 +32,15 @@ func (w *Watcher) State() []KindState {
 		}
 		return out[i].Kind.Group < out[j].Kind.Group
 	})
+	return out
+}
+
+// appendRecords appends the records of a store's listing. The store holds
+// only what Transform returned, so every item is an R.
+func appendRecords[R any](out []R, items []any) []R {
+	for _, o := range items {
+		out = append(out, o.(R))
+	}
 	return out
 }
 
@@ -69,7 +78,7 @@ func (kw *kindWatch) pending() bool {
 // and otherwise which are still syncing, as Kind.group. Kinds the API
 // server forbids are left out: they stay unsynced in the metrics
 // (flux_exporter_kind_synced 0, flux_exporter_kind_forbidden 1) instead.
-func (w *Watcher) Ready() (bool, []string) {
+func (w *Watcher[R]) Ready() (bool, []string) {
 	if !w.crds.HasSynced() {
 		return false, []string{"CustomResourceDefinition"}
 	}
@@ -99,7 +108,7 @@ func (w *Watcher) Ready() (bool, []string) {
 // reported as not watched, unless the shard's own watch saw it deleted
 // within WatcherOptions.DeletedRetention, when it is watched and absent as
 // unsharded.
-func (w *Watcher) Exists(kind, namespace, name string) (exists, watched bool) {
+func (w *Watcher[R]) Exists(kind, namespace, name string) (exists, watched bool) {
 	w.mu.RLock()
 	defer w.mu.RUnlock()
 	for _, kw := range w.kinds {
@@ -130,8 +139,8 @@ func (w *Watcher) Exists(kind, namespace, name string) (exists, watched bool) {
 }
 
 // Get returns what the Transform made of a cached object of kind, if the
-// cache holds it.
-func (w *Watcher) Get(kind, namespace, name string) (any, bool) {
+// cache holds it, and the zero R if it does not.
+func (w *Watcher[R]) Get(kind, namespace, name string) (R, bool) {
 	w.mu.RLock()
 	defer w.mu.RUnlock()
 	for _, kw := range w.kinds {
@@ -144,16 +153,17 @@ func (w *Watcher) Get(kind, namespace, name string) (any, bool) {
 		}
 		for _, inf := range kw.informers {
 			if obj, ok, _ := inf.GetStore().GetByKey(key); ok {
-				return obj, true
+				return obj.(R), true
 			}
 		}
 	}
-	return nil, false
+	var none R
+	return none, false
 }
 
 // watches reports whether the namespace filters let the informers of a
 // namespaced kind see objects in namespace.
-func (w *Watcher) watches(namespace string) bool {
+func (w *Watcher[R]) watches(namespace string) bool {
 	if slices.Contains(w.opts.ExcludeNamespaces, namespace) {
 		return false
 	}

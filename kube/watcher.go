@@ -36,10 +36,10 @@ type Kind struct {
 // for the same namespace and name, nil for a new object: what a record must
 // remember across updates (when a failure started) comes from it, so it
 // leaves the cache with the object.
-type Transform func(k Kind, u *unstructured.Unstructured, prev metav1.ObjectMetaAccessor) (metav1.ObjectMetaAccessor, []error)
+type Transform[R metav1.ObjectMetaAccessor] func(k Kind, u *unstructured.Unstructured, prev R) (R, []error)
 
 // WatcherOptions configure a Watcher.
-type WatcherOptions struct {
+type WatcherOptions[R metav1.ObjectMetaAccessor] struct {
 	// APIGroups are the groups whose Established CRDs are watched; empty
 	// means DefaultAPIGroups.
 	APIGroups []string
@@ -57,19 +57,19 @@ type WatcherOptions struct {
 	// the longest time a caller waits on a deletion (--events.series-ttl);
 	// zero keeps no record of deletions.
 	DeletedRetention time.Duration
-	Transform        Transform
+	Transform        Transform[R]
 	Logger           *slog.Logger
 }
 
 // KindState is what the collector reads about one kind on a scrape.
-type KindState struct {
+type KindState[R any] struct {
 	Kind   Kind
 	Synced bool
 	// Forbidden is true while the API server answers 403 to a list or
 	// watch of the kind (in any watched namespace): it cannot sync until
 	// RBAC grants it, so readiness does not wait for it.
 	Forbidden    bool
-	Records      []any
+	Records      []R
 	WatchErrors  uint64
 	ObjectErrors uint64
 }
@@ -77,9 +77,9 @@ type KindState struct {
 // Watcher discovers Flux kinds from CRDs and keeps one informer cache per
 // kind (per namespace when --namespaces is given). Kinds come and go with
 // their CRDs, without a restart.
-type Watcher struct {
+type Watcher[R metav1.ObjectMetaAccessor] struct {
 	client dynamic.Interface
-	opts   WatcherOptions
+	opts   WatcherOptions[R]
 	log    *slog.Logger
 	groups map[string]bool // opts.APIGroups
 
@@ -118,7 +118,7 @@ type scope struct {
 }
 
 // NewWatcher builds a Watcher on its own client; Run starts it.
-func NewWatcher(cfg *rest.Config, opts WatcherOptions) (*Watcher, error) {
+func NewWatcher[R metav1.ObjectMetaAccessor](cfg *rest.Config, opts WatcherOptions[R]) (*Watcher[R], error) {
 	if opts.Transform == nil {
 		return nil, fmt.Errorf("kube: WatcherOptions.Transform is required")
 	}
@@ -138,12 +138,12 @@ func NewWatcher(cfg *rest.Config, opts WatcherOptions) (*Watcher, error) {
 	if err := ValidateNamespaces(opts.Namespaces, opts.ExcludeNamespaces); err != nil {
 		return nil, err
 	}
-	w := &Watcher{opts: opts, log: opts.Logger, kinds: map[string]*kindWatch{}, groups: map[string]bool{}, sharding: opts.Sharding}
+	w := &Watcher[R]{opts: opts, log: opts.Logger, kinds: map[string]*kindWatch{}, groups: map[string]bool{}, sharding: opts.Sharding}
 	for _, g := range opts.APIGroups {
 		w.groups[g] = true
 	}
 	cfg = rest.CopyConfig(cfg)
-	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper { return &failureCounter{next: rt, w: w} })
+	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper { return &failureCounter{next: rt, scopeOf: w.scopeOfPath, log: w.log} })
 	client, err := dynamic.NewForConfig(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("dynamic client: %w", err)
@@ -169,7 +169,7 @@ func NewWatcher(cfg *rest.Config, opts WatcherOptions) (*Watcher, error) {
 }
 
 // Run watches until ctx is done, then stops every informer.
-func (w *Watcher) Run(ctx context.Context) {
+func (w *Watcher[R]) Run(ctx context.Context) {
 	w.mu.Lock()
 	w.ctx = ctx
 	w.mu.Unlock()

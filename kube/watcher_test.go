@@ -148,13 +148,16 @@ func (b *lockedBuffer) lines(prefix string) []string {
 	return out
 }
 
+// testRecord is what the tests' Transform keeps of an object: its name.
+type testRecord = *metav1.ObjectMeta
+
 // startWatcher runs a Watcher against the fake until the test ends.
-func startWatcher(t *testing.T, api *fakeAPI, opts WatcherOptions) (*Watcher, *lockedBuffer) {
+func startWatcher(t *testing.T, api *fakeAPI, opts WatcherOptions[testRecord]) (*Watcher[testRecord], *lockedBuffer) {
 	t.Helper()
 	srv := httptest.NewServer(api)
 	logs := &lockedBuffer{}
 	opts.Logger = slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	opts.Transform = func(_ Kind, u *unstructured.Unstructured, _ metav1.ObjectMetaAccessor) (metav1.ObjectMetaAccessor, []error) {
+	opts.Transform = func(_ Kind, u *unstructured.Unstructured, _ testRecord) (testRecord, []error) {
 		return &metav1.ObjectMeta{Namespace: u.GetNamespace(), Name: u.GetName()}, nil
 	}
 	w, err := NewWatcher(&rest.Config{Host: srv.URL}, opts)
@@ -192,13 +195,13 @@ func waitFor(t *testing.T, limit time.Duration, cond func() error) {
 	}
 }
 
-func stateOf(w *Watcher, kind string) (KindState, bool) {
+func stateOf(w *Watcher[testRecord], kind string) (KindState[testRecord], bool) {
 	for _, s := range w.State() {
 		if s.Kind.Kind == kind {
 			return s, true
 		}
 	}
-	return KindState{}, false
+	return KindState[testRecord]{}, false
 }
 
 // The Flux Operator's group does not end in .fluxcd.io, and a group that
@@ -210,7 +213,7 @@ func TestDiscoveryFollowsTheAPIGroups(t *testing.T) {
 		crd("widgets.fluxcd.io", "Widget", "widgets"),
 		crd("example.com", "Gadget", "gadgets"),
 	}}
-	w, _ := startWatcher(t, api, WatcherOptions{})
+	w, _ := startWatcher(t, api, WatcherOptions[testRecord]{})
 	waitFor(t, 20*time.Second, func() error {
 		if ok, pending := w.Ready(); !ok || len(w.State()) == 0 {
 			return fmt.Errorf("not ready: %v", pending)
@@ -225,7 +228,7 @@ func TestDiscoveryFollowsTheAPIGroups(t *testing.T) {
 		t.Errorf("default groups watch %v, want %v", got, want)
 	}
 
-	w2, _ := startWatcher(t, api, WatcherOptions{APIGroups: []string{"example.com"}})
+	w2, _ := startWatcher(t, api, WatcherOptions[testRecord]{APIGroups: []string{"example.com"}})
 	waitFor(t, 20*time.Second, func() error {
 		if s := w2.State(); len(s) != 1 || s[0].Kind.Kind != "Gadget" || !s[0].Synced {
 			return fmt.Errorf("--flux.api-groups=example.com watches %+v, want Gadget only", s)
@@ -245,7 +248,7 @@ func TestForbiddenKindIsLeftOutOfReadiness(t *testing.T) {
 		"fluxinstances":   {object("fluxcd.controlplane.io", "FluxInstance", "flux-system", "flux")},
 		"gitrepositories": {object("source.toolkit.fluxcd.io", "GitRepository", "apps", "podinfo")},
 	}}
-	w, logs := startWatcher(t, api, WatcherOptions{})
+	w, logs := startWatcher(t, api, WatcherOptions[testRecord]{})
 	waitFor(t, 20*time.Second, func() error {
 		if ok, pending := w.Ready(); !ok || len(w.State()) != 2 {
 			return fmt.Errorf("not ready: %v", pending)
@@ -303,7 +306,7 @@ func TestNamespacesAreDeduplicated(t *testing.T) {
 		object("source.toolkit.fluxcd.io", "GitRepository", "b", "two"),
 		object("source.toolkit.fluxcd.io", "GitRepository", "c", "three"),
 	}}}
-	w, _ := startWatcher(t, api, WatcherOptions{Namespaces: []string{"a", "b", "a"}, ExcludeNamespaces: []string{"c", "c"}})
+	w, _ := startWatcher(t, api, WatcherOptions[testRecord]{Namespaces: []string{"a", "b", "a"}, ExcludeNamespaces: []string{"c", "c"}})
 	if !slices.Equal(w.opts.Namespaces, []string{"a", "b"}) || !slices.Equal(w.opts.ExcludeNamespaces, []string{"c"}) {
 		t.Errorf("namespaces %v, excluded %v; want [a b] and [c]", w.opts.Namespaces, w.opts.ExcludeNamespaces)
 	}
@@ -315,7 +318,7 @@ func TestNamespacesAreDeduplicated(t *testing.T) {
 	})
 	var names []string
 	for _, r := range w.State()[0].Records {
-		names = append(names, r.(metav1.ObjectMetaAccessor).GetObjectMeta().GetName())
+		names = append(names, r.GetName())
 	}
 	slices.Sort(names)
 	if !slices.Equal(names, []string{"one", "two"}) {
@@ -344,9 +347,9 @@ func TestReadyNamesKindAndGroup(t *testing.T) {
 	srv := httptest.NewServer(srvAPI)
 	defer srv.Close()
 	defer close(block)
-	w, err := NewWatcher(&rest.Config{Host: srv.URL}, WatcherOptions{
+	w, err := NewWatcher(&rest.Config{Host: srv.URL}, WatcherOptions[testRecord]{
 		APIGroups: []string{"source.toolkit.fluxcd.io", "example.com"},
-		Transform: func(_ Kind, u *unstructured.Unstructured, _ metav1.ObjectMetaAccessor) (metav1.ObjectMetaAccessor, []error) {
+		Transform: func(_ Kind, u *unstructured.Unstructured, _ testRecord) (testRecord, []error) {
 			return &metav1.ObjectMeta{Namespace: u.GetNamespace(), Name: u.GetName()}, nil
 		},
 	})

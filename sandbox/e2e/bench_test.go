@@ -73,7 +73,7 @@ func BenchmarkScrape(b *testing.B) {
 
 	before := heapAfterGC()
 	dec := collector.NewDecoder(collector.DecoderOptions{})
-	w, err := kube.NewWatcher(c.srv.RESTConfig(), kube.WatcherOptions{Transform: dec.Decode})
+	w, err := kube.NewWatcher(c.srv.RESTConfig(), kube.WatcherOptions[*collector.Record]{Transform: dec.Decode})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -89,7 +89,7 @@ func runGolden(t *testing.T, c *cluster, ns, path string) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	dec := collector.NewDecoder(collector.DecoderOptions{})
-	w, err := kube.NewWatcher(c.srv.RESTConfig(), kube.WatcherOptions{Namespaces: []string{ns}, Transform: dec.Decode})
+	w, err := kube.NewWatcher(c.srv.RESTConfig(), kube.WatcherOptions[*collector.Record]{Namespaces: []string{ns}, Transform: dec.Decode})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,7 +108,7 @@ func runGolden(t *testing.T, c *cluster, ns, path string) {
 		for _, ks := range w.State() {
 			n := 0
 			for _, r := range ks.Records {
-				if _, ok := uids[r.(*collector.Record).Name]; ok {
+				if _, ok := uids[r.Name]; ok {
 					n++
 				}
 			}
@@ -232,7 +232,7 @@ func compareLabels(a, b []*dto.LabelPair) int {
 	return len(a) - len(b)
 }
 
-func countObjects(w *kube.Watcher) int {
+func countObjects(w *kube.Watcher[*collector.Record]) int {
 	n := 0
 	for _, ks := range w.State() {
 		n += len(ks.Records)
