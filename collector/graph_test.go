@@ -359,8 +359,8 @@ type fakeFlux struct {
 }
 
 func (f *fakeFlux) State() []kube.KindState[*Record] { return f.states }
-func (f *fakeFlux) Sharding() kube.Sharding { return f.sharding }
-func (f *fakeFlux) FluxVersion() string     { return "" }
+func (f *fakeFlux) Sharding() kube.Sharding          { return f.sharding }
+func (f *fakeFlux) FluxVersion() string              { return "" }
 func (f *fakeFlux) Exists(kind, _, _ string) (exists, watched bool) {
 	for _, ks := range f.states {
 		if ks.Kind.Kind == kind {

@@ -143,7 +143,9 @@ func NewWatcher[R metav1.ObjectMetaAccessor](cfg *rest.Config, opts WatcherOptio
 		w.groups[g] = true
 	}
 	cfg = rest.CopyConfig(cfg)
-	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper { return &failureCounter{next: rt, scopeOf: w.scopeOfPath, log: w.log} })
+	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper {
+		return &failureCounter{next: rt, scopeOf: w.scopeOfPath, log: w.log}
+	})
 	client, err := dynamic.NewForConfig(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("dynamic client: %w", err)
