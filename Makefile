@@ -27,8 +27,8 @@ test-unit:
 
 ## fuzz: a short seeded run of each fuzz target.
 fuzz:
-	$(GO) test -run='^$$' -fuzz=FuzzDecode -fuzztime=10s ./events/
-	$(GO) test -run='^$$' -fuzz=FuzzDecodeObject -fuzztime=10s ./collector/
+	$(GO) test -run='^$$' -fuzz=FuzzDecode -fuzztime=10s ./internal/events/
+	$(GO) test -run='^$$' -fuzz=FuzzDecodeObject -fuzztime=10s ./internal/collector/
 
 ## test-race-harness: several API servers in parallel under the race detector.
 test-race-harness:

@@ -34,11 +34,12 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/klog/v2"
 
-	"github.com/flux-exporter/flux_exporter/collector"
-	"github.com/flux-exporter/flux_exporter/dispatch"
-	"github.com/flux-exporter/flux_exporter/events"
-	"github.com/flux-exporter/flux_exporter/kube"
-	"github.com/flux-exporter/flux_exporter/web"
+	"github.com/flux-exporter/flux_exporter/internal/collector"
+	"github.com/flux-exporter/flux_exporter/internal/controllers"
+	"github.com/flux-exporter/flux_exporter/internal/dispatch"
+	"github.com/flux-exporter/flux_exporter/internal/events"
+	"github.com/flux-exporter/flux_exporter/internal/kube"
+	"github.com/flux-exporter/flux_exporter/internal/web"
 )
 
 const program = "flux_exporter"
@@ -97,7 +98,7 @@ func newApp() (*kingpin.Application, *config) {
 		fluxNamespace:      app.Flag("flux.namespace", "Namespace of the Flux controllers, for the controllers collector.").Default("flux-system").String(),
 		apiGroups:          app.Flag("flux.api-groups", "Comma-separated API groups whose Established CRDs are watched; the exporter's ClusterRole must grant get, list, watch on each (the chart and deploy/ grant the default).").Default(strings.Join(kube.DefaultAPIGroups, ",")).String(),
 		controllerSelector: app.Flag("flux.controllers-selector", "Label selector of the Flux controllers' Deployments and Pods.").Default("app.kubernetes.io/part-of=flux").String(),
-		controllersTimeout: app.Flag("controllers.timeout", "Longest time a scrape waits for the controller pods' /metrics; the scrape's own deadline applies when shorter.").Default(collector.DefaultControllersTimeout.String()).Duration(),
+		controllersTimeout: app.Flag("controllers.timeout", "Longest time a scrape waits for the controller pods' /metrics; the scrape's own deadline applies when shorter.").Default(controllers.DefaultTimeout.String()).Duration(),
 
 		eventsEnabled:   app.Flag("events.enabled", "Receive Flux events from notification-controller (generic and generic-hmac Providers) on "+events.Path+".").Default("false").Bool(),
 		eventsListen:    app.Flag("events.listen-address", "Serve the events endpoint on its own address instead of the metrics listener, e.g. when metrics require basic auth a Provider cannot send.").Default("").String(),

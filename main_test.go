@@ -17,11 +17,11 @@ import (
 	versioncollector "github.com/prometheus/client_golang/prometheus/collectors/version"
 	"go.yaml.in/yaml/v3"
 
-	"github.com/flux-exporter/flux_exporter/catalog"
-	"github.com/flux-exporter/flux_exporter/collector"
-	"github.com/flux-exporter/flux_exporter/dispatch"
-	"github.com/flux-exporter/flux_exporter/events"
-	"github.com/flux-exporter/flux_exporter/kube"
+	"github.com/flux-exporter/flux_exporter/internal/catalog"
+	"github.com/flux-exporter/flux_exporter/internal/collector"
+	"github.com/flux-exporter/flux_exporter/internal/dispatch"
+	"github.com/flux-exporter/flux_exporter/internal/events"
+	"github.com/flux-exporter/flux_exporter/internal/kube"
 )
 
 var update = flag.Bool("update", false, "rewrite docs/metrics.md's generated table from the code")

@@ -21,8 +21,8 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/yaml"
 
-	"github.com/flux-exporter/flux_exporter/collector"
-	"github.com/flux-exporter/flux_exporter/kube"
+	"github.com/flux-exporter/flux_exporter/internal/collector"
+	"github.com/flux-exporter/flux_exporter/internal/kube"
 	"github.com/flux-exporter/flux_exporter/sandbox/apiserver"
 )
 

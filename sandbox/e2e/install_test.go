@@ -32,7 +32,7 @@ import (
 	"k8s.io/client-go/restmapper"
 	"sigs.k8s.io/yaml"
 
-	"github.com/flux-exporter/flux_exporter/kube"
+	"github.com/flux-exporter/flux_exporter/internal/kube"
 	"github.com/flux-exporter/flux_exporter/sandbox/apiserver"
 	"github.com/flux-exporter/flux_exporter/sandbox/crds/monitoring"
 	"github.com/flux-exporter/flux_exporter/sandbox/standin"

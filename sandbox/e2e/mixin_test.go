@@ -42,7 +42,7 @@ import (
 
 	"github.com/flux-exporter/flux_exporter/alerts"
 	"github.com/flux-exporter/flux_exporter/dashboards"
-	"github.com/flux-exporter/flux_exporter/kube"
+	"github.com/flux-exporter/flux_exporter/internal/kube"
 	"github.com/flux-exporter/flux_exporter/sandbox/apiserver"
 	"github.com/flux-exporter/flux_exporter/sandbox/fleet"
 	"github.com/flux-exporter/flux_exporter/sandbox/standin"

@@ -19,7 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/flux-exporter/flux_exporter/kube"
+	"github.com/flux-exporter/flux_exporter/internal/kube"
 	"github.com/flux-exporter/flux_exporter/sandbox/apiserver"
 	"github.com/flux-exporter/flux_exporter/sandbox/fleet"
 )

@@ -10,7 +10,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/yaml"
 
-	"github.com/flux-exporter/flux_exporter/kube"
+	"github.com/flux-exporter/flux_exporter/internal/kube"
 )
 
 // uncheckedRecords sends the records' series as the scrape collector does:

@@ -10,7 +10,7 @@ import (
 
 	"github.com/prometheus/common/model"
 
-	"github.com/flux-exporter/flux_exporter/catalog"
+	"github.com/flux-exporter/flux_exporter/internal/catalog"
 )
 
 // objectLabels identify the Flux object behind a per-object series. The

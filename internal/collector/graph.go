@@ -8,7 +8,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/flux-exporter/flux_exporter/kube"
+	"github.com/flux-exporter/flux_exporter/internal/kube"
 )
 
 // The dependency graph across all records: which referenced objects are

@@ -6,7 +6,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/flux-exporter/flux_exporter/catalog"
+	"github.com/flux-exporter/flux_exporter/internal/catalog"
 )
 
 // declared holds the event families, for the metrics reference.

@@ -3,7 +3,7 @@ package collector
 import (
 	"strconv"
 
-	"github.com/flux-exporter/flux_exporter/kube"
+	"github.com/flux-exporter/flux_exporter/internal/kube"
 )
 
 // gotk_resource_info as Flux's official monitoring example produces it:

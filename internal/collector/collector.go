@@ -19,8 +19,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/expfmt"
 
-	"github.com/flux-exporter/flux_exporter/catalog"
-	"github.com/flux-exporter/flux_exporter/kube"
+	"github.com/flux-exporter/flux_exporter/internal/catalog"
+	"github.com/flux-exporter/flux_exporter/internal/controllers"
+	"github.com/flux-exporter/flux_exporter/internal/kube"
 )
 
 const namespace = "flux"
@@ -58,7 +59,7 @@ var declared catalog.List
 
 // Families lists every family any collector may emit, sorted by name.
 func Families() []catalog.Family {
-	out := declared.Families()
+	out := append(declared.Families(), controllers.Families()...)
 	for _, f := range families {
 		out = append(out, f.catalogued())
 	}

@@ -1,4 +1,4 @@
-package collector
+package controllers
 
 import (
 	"context"
@@ -17,7 +17,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	corev1 "k8s.io/api/core/v1"
 
-	"github.com/flux-exporter/flux_exporter/kube"
+	"github.com/flux-exporter/flux_exporter/internal/kube"
 )
 
 // obj is one per-object source series on a page.

@@ -18,7 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/expfmt"
 
-	"github.com/flux-exporter/flux_exporter/collector"
+	"github.com/flux-exporter/flux_exporter/internal/collector"
 )
 
 // blockingCollector holds a scrape until released, and records the

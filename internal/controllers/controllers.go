@@ -1,4 +1,7 @@
-package collector
+// Package controllers reports the Flux controllers: their Deployments from
+// the cache, and a curated, re-labelled set of each ready pod's own
+// metrics, fetched from the pod on every scrape.
+package controllers
 
 import (
 	"bytes"
@@ -23,8 +26,8 @@ import (
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/common/version"
 
-	"github.com/flux-exporter/flux_exporter/catalog"
-	"github.com/flux-exporter/flux_exporter/kube"
+	"github.com/flux-exporter/flux_exporter/internal/catalog"
+	"github.com/flux-exporter/flux_exporter/internal/kube"
 )
 
 // ControllerState is the read side of the Flux controllers' caches.
@@ -34,12 +37,12 @@ type ControllerState interface {
 }
 
 const (
-	// MaxControllerBody caps a controller's /metrics body. Flux controllers
+	// MaxBody caps a controller's /metrics body. Flux controllers
 	// serve a few hundred KiB; anything past this is not a metrics page.
-	MaxControllerBody = 10 << 20
-	// DefaultControllersTimeout bounds a scrape of the controllers when the
-	// scraper announces no deadline.
-	DefaultControllersTimeout = 10 * time.Second
+	MaxBody = 10 << 20
+	// DefaultTimeout bounds a scrape of the controllers when the scraper
+	// announces no deadline.
+	DefaultTimeout = 10 * time.Second
 	// maxParallelFetches bounds the goroutines and connections of one
 	// scrape; Flux runs a handful of controllers, sharded ones a few more.
 	maxParallelFetches = 16
@@ -156,16 +159,38 @@ const (
 	processStartSource      = "process_start_time_seconds"
 )
 
-func init() {
-	register("controllers", true, func(d Deps) (Collector, error) {
-		timeout := d.ControllersTimeout
-		if timeout <= 0 {
-			timeout = DefaultControllersTimeout
-		}
-		return &Controllers{state: d.Controllers, fluxVersion: d.Flux, timeout: timeout, log: d.logger(),
-			client: newPodClient()}, nil
-	})
+// Options are what a Controllers is built from.
+type Options struct {
+	// State is the Flux controllers' cache; nil leaves the collector empty.
+	State ControllerState
+	// FluxVersion is the Flux release the CRDs are labelled with, "" when
+	// they are not; nil, or "", lets the controllers vote.
+	FluxVersion func() string
+	// Timeout caps the fetch of the pods' metrics (--controllers.timeout);
+	// zero means DefaultTimeout.
+	Timeout time.Duration
+	Logger  *slog.Logger
 }
+
+// New builds the collector from o.
+func New(o Options) *Controllers {
+	if o.Timeout <= 0 {
+		o.Timeout = DefaultTimeout
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Controllers{state: o.State, fluxVersion: o.FluxVersion, timeout: o.Timeout, log: o.Logger, client: newPodClient()}
+}
+
+// Families lists the families the collector emits.
+func Families() []catalog.Family { return declared.Families() }
+
+// namespace is the exporter's metric namespace.
+const namespace = "flux"
+
+// declared holds the families the collector emits.
+var declared catalog.List
 
 // Controllers reports the Flux controllers' Deployments from the cache and
 // re-exports a curated set of each ready controller pod's own metrics,
@@ -175,7 +200,7 @@ type Controllers struct {
 	// user building only the resources side); the collector then reports
 	// nothing.
 	state       ControllerState
-	fluxVersion FluxState // nil without a Flux object cache
+	fluxVersion func() string // nil without a Flux object cache
 	timeout     time.Duration
 	log         *slog.Logger
 	client      *http.Client
@@ -183,8 +208,6 @@ type Controllers struct {
 	// scrape to the next.
 	durations durationBook
 }
-
-var _ Collector = (*Controllers)(nil)
 
 func newPodClient() *http.Client {
 	return &http.Client{
@@ -291,7 +314,7 @@ type podResult struct {
 // a rolling upgrade the majority wins, and a tie goes to the greater string.
 func (c *Controllers) distributionVersion(deployments []kube.Deployment) string {
 	if c.fluxVersion != nil {
-		if v := c.fluxVersion.FluxVersion(); v != "" {
+		if v := c.fluxVersion(); v != "" {
 			return v
 		}
 	}
@@ -374,12 +397,12 @@ func (c *Controllers) fetch(ctx context.Context, p kube.Pod) (map[string]*dto.Me
 	if ft := expfmt.ResponseFormat(resp.Header).FormatType(); ft != expfmt.TypeTextPlain {
 		return nil, fmt.Errorf("GET /metrics: content type %q is not the Prometheus text format", resp.Header.Get("Content-Type"))
 	}
-	body, err := io.ReadAll(io.LimitReader(resp.Body, MaxControllerBody+1))
+	body, err := io.ReadAll(io.LimitReader(resp.Body, MaxBody+1))
 	if err != nil {
 		return nil, fmt.Errorf("read /metrics: %w", err)
 	}
-	if len(body) > MaxControllerBody {
-		return nil, fmt.Errorf("read /metrics: body larger than %d bytes", MaxControllerBody)
+	if len(body) > MaxBody {
+		return nil, fmt.Errorf("read /metrics: body larger than %d bytes", MaxBody)
 	}
 	parser := expfmt.NewTextParser(model.UTF8Validation)
 	fams, err := parser.TextToMetricFamilies(bytes.NewReader(body))

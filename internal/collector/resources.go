@@ -9,8 +9,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/flux-exporter/flux_exporter/catalog"
-	"github.com/flux-exporter/flux_exporter/kube"
+	"github.com/flux-exporter/flux_exporter/internal/catalog"
+	"github.com/flux-exporter/flux_exporter/internal/controllers"
+	"github.com/flux-exporter/flux_exporter/internal/kube"
 )
 
 // FluxState is the read side of the Flux object caches.
@@ -36,9 +37,9 @@ type Deps struct {
 	Decoder *Decoder
 	// Controllers is the Flux controllers' cache; nil leaves the
 	// controllers collector empty.
-	Controllers ControllerState
+	Controllers controllers.ControllerState
 	// ControllersTimeout caps the fetch of the controller pods' metrics
-	// (--controllers.timeout); zero means DefaultControllersTimeout.
+	// (--controllers.timeout); zero means controllers.DefaultTimeout.
 	ControllersTimeout time.Duration
 	Logger             *slog.Logger
 }

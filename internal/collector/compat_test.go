@@ -6,7 +6,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/flux-exporter/flux_exporter/kube"
+	"github.com/flux-exporter/flux_exporter/internal/kube"
 )
 
 const gotkHeader = "# HELP gotk_resource_info The current state of a Flux resource, with the labels of the kube-state-metrics configuration in fluxcd/flux2-monitoring-example, for its dashboards (--compat.gotk-resource-info; labels per kind in docs/compat.md). Value is always 1.\n# TYPE gotk_resource_info gauge\n"

@@ -31,7 +31,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 
-	"github.com/flux-exporter/flux_exporter/catalog"
+	"github.com/flux-exporter/flux_exporter/internal/catalog"
 )
 
 // Reason is the Event reason notification-controller records on an Alert

@@ -20,7 +20,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	toolkit "github.com/prometheus/exporter-toolkit/web"
 
-	"github.com/flux-exporter/flux_exporter/collector"
+	"github.com/flux-exporter/flux_exporter/internal/collector"
 )
 
 // Options describe what the mux serves.
