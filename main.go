@@ -71,6 +71,7 @@ type config struct {
 	events             events.Config
 	metricAllowlist    *string
 	metricDenylist     *string
+	metricOptIn        *string
 	labelsAllowlist    *string
 	annotsAllowlist    *string
 	gotkResourceInfo   *bool
@@ -117,6 +118,7 @@ func newApp() (*kingpin.Application, *config) {
 	app.Flag("kube.burst", "Burst of queries allowed to the API server.").Default("40").IntVar(&c.kube.Burst)
 	c.metricAllowlist = app.Flag("metric-allowlist", "Comma-separated regular expressions over metric family names; only the families any of them matches are exported, as kube-state-metrics' flag. Mutually exclusive with --metric-denylist.").Default("").String()
 	c.metricDenylist = app.Flag("metric-denylist", "Comma-separated regular expressions over metric family names; the families any of them matches are not exported, as kube-state-metrics' flag. Mutually exclusive with --metric-allowlist.").Default("").String()
+	c.metricOptIn = app.Flag("metric-opt-in-list", "Comma-separated regular expressions over metric family names; turns on the opt-in per-object families any of them matches (docs/metrics.md marks them; '.' turns on all), as kube-state-metrics' flag. The allowlist or denylist still applies.").Default("").String()
 	c.labelsAllowlist = app.Flag("metric-labels-allowlist", "Kubernetes label keys to export on flux_resource_labels, each as label_ and the sanitized key, per resource, in kube-state-metrics' syntax: resource=[key,...],... (e.g. kustomizations=[team,app.kubernetes.io/part-of]). A resource is a Flux kind's lower-case plural; * names every kind and then overrides the other entries; [*] takes every label. Kinds it does not name get no series.").Default("").String()
 	c.annotsAllowlist = app.Flag("metric-annotations-allowlist", "Kubernetes annotation keys to export on flux_resource_annotations, each as annotation_ and the sanitized key, in the syntax of --metric-labels-allowlist.").Default("").String()
 	c.dispatchFailures = app.Flag("notifications.dispatch-failures", "Count the notifications notification-controller fails to deliver, from the NotificationDispatchFailed Events it records on Alerts (flux_notification_dispatch_failures_total). Needs list and watch on events; --no-notifications.dispatch-failures turns it off.").Default("true").Bool()
@@ -142,7 +144,7 @@ func run(args []string) int {
 	logger := promslog.New(&c.log)
 	klog.SetSlogLogger(logger.With("component", "client-go"))
 	for _, w := range s.warnings {
-		logger.Warn("Allowlist entry does not do what it seems to", "warning", w)
+		logger.Warn("Flag entry does not do what it seems to", "warning", w)
 	}
 	logger.Info("Starting "+program, "version", version.Info())
 	logger.Info("Build context", "build_context", version.BuildContext())
@@ -182,7 +184,7 @@ func settle(c *config) (settings, error) {
 	if err := validateSharding(c); err != nil {
 		return s, err
 	}
-	if s.filter, err = collector.NewMetricFilter(splitList(*c.metricAllowlist), splitList(*c.metricDenylist)); err != nil {
+	if s.filter, err = collector.NewMetricFilter(splitList(*c.metricAllowlist), splitList(*c.metricDenylist), splitList(*c.metricOptIn)); err != nil {
 		return s, err
 	}
 	var lw, aw []string
@@ -193,6 +195,9 @@ func settle(c *config) (settings, error) {
 		return s, err
 	}
 	s.warnings = append(lw, aw...)
+	for _, e := range s.filter.UnusedOptIns(collector.Families()) {
+		s.warnings = append(s.warnings, fmt.Sprintf("--metric-opt-in-list: %q matches no opt-in family; docs/metrics.md lists them", e))
+	}
 	// Records render only the families the filter keeps.
 	s.decoder = collector.NewDecoder(collector.DecoderOptions{Filter: s.filter,
 		Labels: s.labels, Annotations: s.annotations, GotkResourceInfo: *c.gotkResourceInfo})
@@ -367,9 +372,6 @@ func startEvents(ctx context.Context, stop context.CancelFunc, c *config, watche
 	receiver, err := events.New(c.events)
 	if err != nil {
 		return nil, fail(2, "Cannot enable the events endpoint", err)
-	}
-	if c.events.HMACKeyFile == "" {
-		logger.Warn("Events endpoint accepts unsigned events: anyone who can reach it can write event metrics; set --events.hmac-key-file")
 	}
 	static.MustRegister(receiver)
 	go receiver.Run(ctx)

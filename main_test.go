@@ -121,7 +121,11 @@ func metricsTable(t *testing.T) string {
 				ls = append(ls, "`"+l+"`")
 			}
 		}
-		rows[f.Name] = fmt.Sprintf("| `%s` | %s | %s | %s |", f.Name, f.Type, strings.Join(ls, ", "), strings.ReplaceAll(f.Help, "|", `\|`))
+		def := "on"
+		if f.OptIn {
+			def = "opt-in"
+		}
+		rows[f.Name] = fmt.Sprintf("| `%s` | %s | %s | %s | %s |", f.Name, f.Type, def, strings.Join(ls, ", "), strings.ReplaceAll(f.Help, "|", `\|`))
 	}
 	names := make([]string, 0, len(rows))
 	for n := range rows {
@@ -129,7 +133,7 @@ func metricsTable(t *testing.T) string {
 	}
 	sort.Strings(names)
 	var b strings.Builder
-	b.WriteString("\n| metric | type | labels | help |\n|---|---|---|---|\n")
+	b.WriteString("\n| metric | type | default | labels | help |\n|---|---|---|---|---|\n")
 	for _, n := range names {
 		b.WriteString(rows[n] + "\n")
 	}

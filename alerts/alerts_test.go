@@ -281,7 +281,7 @@ func TestNotReadyTestsCoverExclusions(t *testing.T) {
 					continue
 				}
 				switch {
-				case strings.HasPrefix(s.Series, "flux_resource_suspended{") && strings.HasPrefix(s.Values, "1"):
+				case strings.HasPrefix(s.Series, "flux_resource_info{") && strings.Contains(s.Series, `suspended="True"`) && strings.HasPrefix(s.Values, "1"):
 					suspended = append(suspended, m[1])
 				case strings.HasPrefix(s.Series, "flux_resource_condition{") && strings.Contains(s.Series, `reason="DependencyNotReady"`):
 					waiting = append(waiting, m[1])

@@ -30,6 +30,10 @@ type Family struct {
 	// PerObject marks the families with series per Flux object, whose
 	// cost grows with the fleet.
 	PerObject bool
+	// OptIn marks the per-object families that are off by default: they
+	// are exported only when --metric-opt-in-list names them, so that the
+	// default costs a few series per object.
+	OptIn bool
 }
 
 // Desc is the family's client_golang descriptor.

@@ -120,7 +120,7 @@ func TestGotkResourceInfoOffAndFiltered(t *testing.T) {
 	if !has(decodeKindWith(t, DecoderOptions{GotkResourceInfo: true}, kustomizations, doc)) {
 		t.Error("gotk_resource_info not rendered with --compat.gotk-resource-info")
 	}
-	deny, err := NewMetricFilter(nil, []string{"^gotk_"})
+	deny, err := NewMetricFilter(nil, []string{"^gotk_"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -163,7 +163,7 @@ flux_report_distribution_info{entitlement="Issued by controlplane",exported_name
 ` + infoHeader + `flux_resource_info{exported_namespace="flux-system",kind="FluxInstance",name="flux",path="clusters/prod",ready="True",reason="ReconciliationSucceeded",ref="refs/heads/main",revision="v2.7.3@sha256:abc",source_name="",suspended="True",uid="u1",url="https://xxxxx@github.com/org/fleet.git"} 1
 flux_resource_info{exported_namespace="flux-system",kind="FluxReport",name="flux",path="",ready="False",reason="",ref="",revision="",source_name="",suspended="False",uid="u3",url=""} 1
 flux_resource_info{exported_namespace="flux-system",kind="ResourceSet",name="tenants",path="",ready="False",reason="BuildFailed",ref="",revision="",source_name="",suspended="False",uid="u2",url=""} 1
-# HELP flux_resource_suspended Whether reconciliation of the Flux object is suspended (1) or not (0): spec.suspend, or for the Flux Operator's kinds the annotation fluxcd.controlplane.io/reconcile: disabled.
+# HELP flux_resource_suspended Whether reconciliation of the Flux object is suspended (1) or not (0): spec.suspend, or for the Flux Operator's kinds the annotation fluxcd.controlplane.io/reconcile: disabled. The same fact is flux_resource_info's suspended label, which the shipped rules read.
 # TYPE flux_resource_suspended gauge
 flux_resource_suspended{exported_namespace="flux-system",kind="FluxInstance",name="flux"} 1
 flux_resource_suspended{exported_namespace="flux-system",kind="FluxReport",name="flux"} 0
@@ -179,7 +179,7 @@ flux_resourceset_inventory_entries{exported_namespace="flux-system",kind="Resour
 	}
 	// A Flux kind's annotation of that name is not its suspension.
 	k := decodeKind(t, kustomizations, `{"apiVersion":"kustomize.toolkit.fluxcd.io/v1","kind":"Kustomization","metadata":{"name":"a","namespace":"b","annotations":{"fluxcd.controlplane.io/reconcile":"disabled"}}}`)
-	if err := testutil.CollectAndCompare(recordsCollector{k}, strings.NewReader(`# HELP flux_resource_suspended Whether reconciliation of the Flux object is suspended (1) or not (0): spec.suspend, or for the Flux Operator's kinds the annotation fluxcd.controlplane.io/reconcile: disabled.
+	if err := testutil.CollectAndCompare(recordsCollector{k}, strings.NewReader(`# HELP flux_resource_suspended Whether reconciliation of the Flux object is suspended (1) or not (0): spec.suspend, or for the Flux Operator's kinds the annotation fluxcd.controlplane.io/reconcile: disabled. The same fact is flux_resource_info's suspended label, which the shipped rules read.
 # TYPE flux_resource_suspended gauge
 flux_resource_suspended{exported_namespace="b",kind="Kustomization",name="a"} 0
 `), "flux_resource_suspended"); err != nil {

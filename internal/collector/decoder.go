@@ -21,9 +21,10 @@ type Decoder struct {
 // DecoderOptions configure NewDecoder. The zero value renders every family
 // and no labels or annotations.
 type DecoderOptions struct {
-	// Filter leaves out the families it excludes (--metric-allowlist,
-	// --metric-denylist): they cost neither memory nor scrape time. Nil
-	// includes every family.
+	// Filter leaves out the families it does not export
+	// (--metric-allowlist, --metric-denylist, --metric-opt-in-list): they
+	// cost neither memory nor scrape time. Nil exports every family that
+	// is not opt-in.
 	Filter *MetricFilter
 	// Labels and Annotations select the Kubernetes labels and annotations
 	// exported per kind (flux_resource_labels, flux_resource_annotations);
@@ -39,7 +40,7 @@ type DecoderOptions struct {
 func NewDecoder(o DecoderOptions) *Decoder {
 	on := make(familySet, len(families))
 	for _, f := range families {
-		on[f.id] = o.Filter.Includes(f.name)
+		on[f.id] = o.Filter.Exports(f.catalogued())
 	}
 	return &Decoder{on: on, labels: o.Labels, annotations: o.Annotations,
 		gotkResourceInfo: o.GotkResourceInfo, delivery: newDeliveryTracker(on)}

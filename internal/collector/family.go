@@ -48,6 +48,17 @@ type family struct {
 	typ metricType
 	// buckets are a histogram's upper bounds, ascending, without +Inf.
 	buckets []float64
+	// optIn families are rendered only when --metric-opt-in-list names
+	// them (offByDefault).
+	optIn bool
+}
+
+// offByDefault makes f opt-in: no alert, recording rule or dashboard reads
+// it, or what it says is already in another family, so the default set
+// leaves its series out. It returns f for use in a declaration.
+func (f *family) offByDefault() *family {
+	f.optIn = true
+	return f
 }
 
 // metricType is a family's Prometheus type.
@@ -205,7 +216,7 @@ func (f *family) catalogued() catalog.Family {
 	if !f.dynamic {
 		labels = append(append([]string{}, objectLabels...), f.labels...)
 	}
-	return catalog.Family{Name: f.name, Type: catalog.Type(f.typ.String()), Help: f.help, Labels: labels, PerObject: true}
+	return catalog.Family{Name: f.name, Type: catalog.Type(f.typ.String()), Help: f.help, Labels: labels, PerObject: true, OptIn: f.optIn}
 }
 
 // appendSeries renders what a record keeps of one series. For a shared

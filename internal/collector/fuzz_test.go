@@ -34,7 +34,7 @@ func FuzzDecodeObject(f *testing.F) {
 		}
 		for _, k := range kindNames {
 			u := &unstructured.Unstructured{Object: obj}
-			rec, _ := NewDecoder(DecoderOptions{}).Decode(kube.Kind{Kind: k}, u, nil)
+			rec, _ := NewDecoder(everyFamily()).Decode(kube.Kind{Kind: k}, u, nil)
 			if rec == nil {
 				t.Fatal("Decode returned no record")
 			}

@@ -22,7 +22,7 @@ var (
 		"A reference of this Flux object (flux_resource_dependency_info) to an object that does not exist: the kind's cache is synced, the namespace is watched, and the object is not in it. Flux reports this only as an endless DependencyNotReady or ArtifactFailed. A kind or namespace the exporter does not watch is never judged. Only when sharding is off. Value is always 1.",
 		"dependency_kind", "dependency_name", "dependency_namespace")
 	dependentsFamily = perObject("resource_dependents",
-		"How many Flux objects depend on this one, directly or through others, by references that can block them (every relation but event_source and resource): the blast radius of its failure. Only when sharding is off.")
+		"How many Flux objects depend on this one, directly or through others, by references that can block them (every relation but event_source and resource): the blast radius of its failure. Only when sharding is off.").offByDefault()
 	rootCauseFamily = perObject("resource_root_cause_info",
 		"For a Flux object that is not Ready and is blocked by a referenced object (one that is missing, or not Ready and, for a source, without an artifact; for a HelmRelease's chart, also Stalled or behind its generation, as helm-controller waits then), the most upstream such object: follow the references that block to an object none of whose references block, or to a missing object (docs/flux-semantics.md, rule 10). One series per root; in a cycle with nothing failing upstream, the other members of the cycle are the roots. Only when sharding is off. Value is always 1.",
 		"root_kind", "root_name", "root_namespace")

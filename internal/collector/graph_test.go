@@ -428,7 +428,7 @@ func linesOf(text, family string) []string {
 
 func newTestExporter(t *testing.T, flux FluxState) (*Exporter, *graphCache) {
 	t.Helper()
-	return newTestExporterWith(t, NewDecoder(DecoderOptions{}), flux)
+	return newTestExporterWith(t, NewDecoder(everyFamily()), flux)
 }
 
 // newTestExporterWith is newTestExporter with the Decoder d.
@@ -531,7 +531,7 @@ func TestGraphSharded(t *testing.T) {
 // TestGraphFiltered: with every graph family filtered out, nothing is
 // computed.
 func TestGraphFiltered(t *testing.T) {
-	f, err := NewMetricFilter(nil, []string{"^flux_resource_(dependency_missing|dependents|root_cause_info)$"})
+	f, err := NewMetricFilter(nil, []string{"^flux_resource_(dependency_missing|dependents|root_cause_info)$"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

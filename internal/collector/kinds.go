@@ -185,15 +185,15 @@ var (
 
 	// suspendedFamily is read from the kind's suspension, not from one
 	// field, so Decode writes it rather than the gauge list.
-	suspendedFamily = perObject("resource_suspended", "Whether reconciliation of the Flux object is suspended (1) or not (0): spec.suspend, or for the Flux Operator's kinds the annotation fluxcd.controlplane.io/reconcile: disabled.")
+	suspendedFamily = perObject("resource_suspended", "Whether reconciliation of the Flux object is suspended (1) or not (0): spec.suspend, or for the Flux Operator's kinds the annotation fluxcd.controlplane.io/reconcile: disabled. The same fact is flux_resource_info's suspended label, which the shipped rules read.").offByDefault()
 
 	// genericGauges apply to every kind; a kind's own gauges follow them.
 	genericGauges = []gaugeSpec{
 		{perObject("resource_generation", "The object's metadata.generation; it increases on every spec change."), "metadata.generation", number},
-		{perObject("resource_observed_generation", "The generation of the last reconcile that ended well (status.observedGeneration); it stays behind while reconciles of a new spec fail. Whether the controller acts on the spec at all is flux_resource_condition_observed_generation{type=\"Ready\"}."), "status.observedGeneration", number},
+		{perObject("resource_observed_generation", "The generation of the last reconcile that ended well (status.observedGeneration); it stays behind while reconciles of a new spec fail. Whether the controller acts on the spec at all is flux_resource_condition_observed_generation{type=\"Ready\"}.").offByDefault(), "status.observedGeneration", number},
 		{perObject("resource_interval_seconds", "The reconciliation interval from spec.interval, in seconds."), "spec.interval", seconds},
-		{perObject("resource_created_timestamp_seconds", "When the object was created, in Unix seconds."), "metadata.creationTimestamp", unixSeconds},
-		{perObject("source_artifact_size_bytes", "Size of the source's current artifact (status.artifact.size), in bytes."), "status.artifact.size", number},
+		{perObject("resource_created_timestamp_seconds", "When the object was created, in Unix seconds.").offByDefault(), "metadata.creationTimestamp", unixSeconds},
+		{perObject("source_artifact_size_bytes", "Size of the source's current artifact (status.artifact.size), in bytes.").offByDefault(), "status.artifact.size", number},
 		{perObject("source_artifact_last_update_timestamp_seconds", "When the source's artifact last changed (status.artifact.lastUpdateTime), in Unix seconds."), "status.artifact.lastUpdateTime", unixSeconds},
 	}
 

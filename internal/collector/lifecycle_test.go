@@ -138,7 +138,7 @@ status:
   - {type: Ready, status: "` + ready + `", reason: R, lastTransitionTime: "` + at + `"}`
 	}
 	var prev *Record
-	dec := NewDecoder(DecoderOptions{})
+	dec := NewDecoder(everyFamily())
 	decode := func(doc string) *Record {
 		var obj map[string]any
 		if err := yaml.Unmarshal([]byte(doc), &obj); err != nil {

@@ -26,7 +26,7 @@ func (c uncheckedRecords) Collect(ch chan<- prometheus.Metric) { recordsCollecto
 // kind do not.
 func decodeKind(t testing.TB, k kube.Kind, doc string) *Record {
 	t.Helper()
-	return decodeKindWith(t, DecoderOptions{}, k, doc)
+	return decodeKindWith(t, everyFamily(), k, doc)
 }
 
 // decodeKindWith decodes a YAML object with a Decoder of options o.
@@ -265,7 +265,7 @@ flux_resource_annotations{exported_namespace="team-a",kind="GitRepository",name=
 // TestMetadataFamiliesHonourTheFilter: a denied family is not rendered.
 func TestMetadataFamiliesHonourTheFilter(t *testing.T) {
 	l, _, _ := ParseMetadataAllowlist("--metric-labels-allowlist", "*=[*]")
-	deny, err := NewMetricFilter(nil, []string{"^flux_resource_labels$"})
+	deny, err := NewMetricFilter(nil, []string{"^flux_resource_labels$"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

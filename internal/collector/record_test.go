@@ -27,9 +27,19 @@ func (c recordCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
+// everyFamily turns on the opt-in families too: the decode tests check
+// what each family says, whether or not it is on by default.
+func everyFamily() DecoderOptions {
+	f, err := NewMetricFilter(nil, nil, []string{"."})
+	if err != nil {
+		panic(err) // a constant list
+	}
+	return DecoderOptions{Filter: f}
+}
+
 func decodeYAML(t testing.TB, doc string) (string, *Record) {
 	t.Helper()
-	return decodeYAMLWith(t, DecoderOptions{}, doc)
+	return decodeYAMLWith(t, everyFamily(), doc)
 }
 
 // decodeYAMLWith is decodeYAML with a Decoder of options o.

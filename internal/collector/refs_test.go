@@ -211,7 +211,7 @@ spec:
   sourceRef: [GitRepository, fleet]`), &obj); err != nil {
 		t.Fatal(err)
 	}
-	acc, errs := NewDecoder(DecoderOptions{}).Decode(kube.Kind{Kind: "Kustomization"}, &unstructured.Unstructured{Object: obj}, nil)
+	acc, errs := NewDecoder(everyFamily()).Decode(kube.Kind{Kind: "Kustomization"}, &unstructured.Unstructured{Object: obj}, nil)
 	rec := acc
 	if len(rec.refs) != 0 {
 		t.Errorf("refs %v, want none", rec.refs)

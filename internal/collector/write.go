@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"math"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
+	"github.com/flux-exporter/flux_exporter/internal/catalog"
 	"github.com/prometheus/common/expfmt"
 )
 
@@ -164,18 +166,21 @@ func openMetricsBound(line []byte) []byte {
 }
 
 // MetricFilter selects metric families by name, as kube-state-metrics'
-// --metric-allowlist and --metric-denylist do: each entry is a regular
-// expression matched anywhere in the name (anchor it with ^ and $ to match
-// the whole name).
+// --metric-allowlist, --metric-denylist and --metric-opt-in-list do: each
+// entry is a regular expression matched anywhere in the name (anchor it
+// with ^ and $ to match the whole name).
 type MetricFilter struct {
 	list  []*regexp.Regexp
 	allow bool
+	optIn []*regexp.Regexp
 }
 
-// NewMetricFilter builds a filter from an allowlist or a denylist; setting
-// both is an error, as is an entry that is not a regular expression. With
-// neither, every family is included.
-func NewMetricFilter(allow, deny []string) (*MetricFilter, error) {
+// NewMetricFilter builds a filter from an allowlist or a denylist, and the
+// opt-in list that turns on families that are off by default. Setting both
+// the allowlist and the denylist is an error, as is an entry that is not a
+// regular expression. With neither, every family that is not opt-in is
+// included.
+func NewMetricFilter(allow, deny, optIn []string) (*MetricFilter, error) {
 	if len(allow) > 0 && len(deny) > 0 {
 		return nil, fmt.Errorf("--metric-allowlist and --metric-denylist are mutually exclusive; set only one")
 	}
@@ -184,18 +189,56 @@ func NewMetricFilter(allow, deny []string) (*MetricFilter, error) {
 	if f.allow {
 		entries, flag = allow, "--metric-allowlist"
 	}
+	var err error
+	if f.list, err = compileAll(flag, entries); err != nil {
+		return nil, err
+	}
+	if f.optIn, err = compileAll("--metric-opt-in-list", optIn); err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+func compileAll(flag string, entries []string) ([]*regexp.Regexp, error) {
+	var out []*regexp.Regexp
 	for _, e := range entries {
 		re, err := regexp.Compile(e)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %q is not a regular expression: %w", flag, e, err)
 		}
-		f.list = append(f.list, re)
+		out = append(out, re)
 	}
-	return f, nil
+	return out, nil
 }
 
-// Includes tells whether the family named name is exported. A nil filter
-// includes everything.
+// Exports tells whether family f is exported: the allowlist or denylist
+// includes it and, when it is opt-in, the opt-in list names it. A nil
+// filter exports every family that is not opt-in.
+func (f *MetricFilter) Exports(fam catalog.Family) bool {
+	if !f.Includes(fam.Name) {
+		return false
+	}
+	if !fam.OptIn {
+		return true
+	}
+	return f != nil && slices.ContainsFunc(f.optIn, func(re *regexp.Regexp) bool { return re.MatchString(fam.Name) })
+}
+
+// UnusedOptIns lists the --metric-opt-in-list entries that match no opt-in
+// family of fams: most likely a typo, or a family that is on by default.
+func (f *MetricFilter) UnusedOptIns(fams []catalog.Family) []string {
+	var out []string
+	for _, re := range f.optIn {
+		if !slices.ContainsFunc(fams, func(fam catalog.Family) bool { return fam.OptIn && re.MatchString(fam.Name) }) {
+			out = append(out, re.String())
+		}
+	}
+	return out
+}
+
+// Includes tells whether the allowlist or denylist lets the family named
+// name through; Exports also reads the opt-in list. A nil filter includes
+// everything.
 func (f *MetricFilter) Includes(name string) bool {
 	if f == nil || (len(f.list) == 0 && !f.allow) {
 		return true

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flux-exporter/flux_exporter/internal/catalog"
 	"github.com/klauspost/compress/gzip"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/expfmt"
@@ -122,15 +123,15 @@ func TestWriteObjectsMatchesClientGolang(t *testing.T) {
 }
 
 func TestMetricFilter(t *testing.T) {
-	if _, err := NewMetricFilter([]string{"a"}, []string{"b"}); err == nil {
+	if _, err := NewMetricFilter([]string{"a"}, []string{"b"}, nil); err == nil {
 		t.Error("allowlist and denylist together were accepted")
 	}
-	if _, err := NewMetricFilter([]string{"("}, nil); err == nil || !strings.Contains(err.Error(), "--metric-allowlist") {
+	if _, err := NewMetricFilter([]string{"("}, nil, nil); err == nil || !strings.Contains(err.Error(), "--metric-allowlist") {
 		t.Errorf("a bad regular expression gave %v, want an error naming the flag", err)
 	}
-	allow, _ := NewMetricFilter([]string{"^flux_resource_info$", "helmrelease"}, nil)
-	deny, _ := NewMetricFilter(nil, []string{"_timestamp_seconds$"})
-	none, _ := NewMetricFilter(nil, nil)
+	allow, _ := NewMetricFilter([]string{"^flux_resource_info$", "helmrelease"}, nil, nil)
+	deny, _ := NewMetricFilter(nil, []string{"_timestamp_seconds$"}, nil)
+	none, _ := NewMetricFilter(nil, nil, nil)
 	for _, tc := range []struct {
 		f    *MetricFilter
 		name string
@@ -151,10 +152,71 @@ func TestMetricFilter(t *testing.T) {
 	}
 }
 
+func TestMetricFilterOptIn(t *testing.T) {
+	if _, err := NewMetricFilter(nil, nil, []string{"["}); err == nil || !strings.Contains(err.Error(), "--metric-opt-in-list") {
+		t.Errorf("a bad opt-in regular expression gave %v, want an error naming the flag", err)
+	}
+	optIn, _ := NewMetricFilter(nil, nil, []string{"^flux_resource_dependents$"})
+	all, _ := NewMetricFilter(nil, nil, []string{"."})
+	denyOptIn, _ := NewMetricFilter(nil, []string{"dependents"}, []string{"."})
+	onByDefault := catalog.Family{Name: "flux_resource_info"}
+	dependents := catalog.Family{Name: "flux_resource_dependents", OptIn: true}
+	created := catalog.Family{Name: "flux_resource_created_timestamp_seconds", OptIn: true}
+	for _, tc := range []struct {
+		name string
+		f    *MetricFilter
+		fam  catalog.Family
+		want bool
+	}{
+		{"nil filter, default family", nil, onByDefault, true},
+		{"nil filter, opt-in family", nil, dependents, false},
+		{"named opt-in", optIn, dependents, true},
+		{"other opt-in", optIn, created, false},
+		{"default family beside an opt-in list", optIn, onByDefault, true},
+		{"'.' turns on every opt-in", all, created, true},
+		{"the denylist still applies", denyOptIn, dependents, false},
+	} {
+		if got := tc.f.Exports(tc.fam); got != tc.want {
+			t.Errorf("%s: Exports(%s) = %v, want %v", tc.name, tc.fam.Name, got, tc.want)
+		}
+	}
+	typo, _ := NewMetricFilter(nil, nil, []string{"^flux_resource_dependents$", "flux_resource_dependants", "^flux_resource_info$"})
+	if got := typo.UnusedOptIns(Families()); !slices.Equal(got, []string{"flux_resource_dependants", "^flux_resource_info$"}) {
+		t.Errorf("UnusedOptIns = %q, want the typo and the family that is on by default", got)
+	}
+}
+
+// TestOptInFamiliesAreOffByDefault: an opt-in family is rendered only when
+// the opt-in list names it.
+func TestOptInFamiliesAreOffByDefault(t *testing.T) {
+	doc := `{"apiVersion":"source.toolkit.fluxcd.io/v1","kind":"GitRepository","metadata":{"name":"a","namespace":"b","creationTimestamp":"2026-01-01T00:00:00Z"},"spec":{"suspend":true},"status":{"artifact":{"size":10}}}`
+	has := func(rec *Record, name string) bool {
+		for _, s := range rec.series {
+			if families[s.family].name == name {
+				return true
+			}
+		}
+		return false
+	}
+	_, rec := decodeYAMLWith(t, DecoderOptions{}, doc)
+	for _, name := range []string{"flux_resource_created_timestamp_seconds", "flux_source_artifact_size_bytes", "flux_resource_suspended"} {
+		if has(rec, name) {
+			t.Errorf("the opt-in family %s was rendered by default", name)
+		}
+	}
+	if !has(rec, "flux_resource_info") {
+		t.Error("flux_resource_info was not rendered by default")
+	}
+	optIn, _ := NewMetricFilter(nil, nil, []string{"created"})
+	if _, rec := decodeYAMLWith(t, DecoderOptions{Filter: optIn}, doc); !has(rec, "flux_resource_created_timestamp_seconds") || has(rec, "flux_source_artifact_size_bytes") {
+		t.Error("--metric-opt-in-list=created did not turn on exactly flux_resource_created_timestamp_seconds")
+	}
+}
+
 // TestFilteredFamiliesAreNotRendered: a denied per-object family costs no
 // memory, because Decode does not render it.
 func TestFilteredFamiliesAreNotRendered(t *testing.T) {
-	deny, _ := NewMetricFilter(nil, []string{"^flux_resource_condition"})
+	deny, _ := NewMetricFilter(nil, []string{"^flux_resource_condition"}, nil)
 	_, rec := decodeYAMLWith(t, DecoderOptions{Filter: deny}, `{"apiVersion":"source.toolkit.fluxcd.io/v1","kind":"GitRepository","metadata":{"name":"a","namespace":"b"},"status":{"conditions":[{"type":"Ready","status":"True","reason":"Succeeded","lastTransitionTime":"2026-01-01T00:00:00Z"}]}}`)
 	for _, s := range rec.series {
 		if f := families[s.family]; !deny.Includes(f.name) {

@@ -130,7 +130,8 @@ func New(cfg Config) (*Receiver, error) {
 		}
 		r.keys = keys
 	case cfg.AllowUnsigned:
-		r.log.Warn("Flux events webhook accepts unsigned requests; anyone who can reach it can write event metrics. Set an HMAC key file to require generic-hmac signatures.")
+		// Said here once; main says nothing more of it.
+		r.log.Warn("Events endpoint accepts unsigned events: anyone who can reach it can write event metrics; set --events.hmac-key-file to require generic-hmac signatures")
 	default:
 		return nil, errors.New("events: an HMAC key file is required unless unsigned requests are allowed explicitly")
 	}

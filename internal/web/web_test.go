@@ -386,7 +386,7 @@ func TestScrapeNegotiates(t *testing.T) {
 	static := prometheus.NewRegistry()
 	static.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "flux_exporter_test_kept", Help: "Kept."}, func() float64 { return 1 }))
 	static.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "flux_exporter_test_dropped", Help: "Dropped."}, func() float64 { return 1 }))
-	filter, err := collector.NewMetricFilter(nil, []string{"_dropped$"})
+	filter, err := collector.NewMetricFilter(nil, []string{"_dropped$"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -97,9 +98,18 @@ type exporter struct {
 }
 
 // startExporter runs flux_exporter against the kubeconfig and waits until
-// it listens. It is stopped with SIGTERM when the test ends.
+// it listens. It is stopped with SIGTERM when the test ends. Every family
+// is on, opt-in ones too, unless args set --metric-opt-in-list: the tests
+// that judge what users get by default (the mixin proof, the timelines)
+// pass defaultFamilies.
+// defaultFamilies runs an exporter with the default family set.
+const defaultFamilies = "--metric-opt-in-list="
+
 func startExporter(t testing.TB, kubeconfig string, args ...string) *exporter {
 	t.Helper()
+	if !slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(a, "--metric-opt-in-list") }) {
+		args = append(args, "--metric-opt-in-list=.")
+	}
 	e := runExporter(t, append([]string{"--kube.config=" + kubeconfig, "--web.listen-address=127.0.0.1:0", "--log.format=json", "--log.level=debug"}, args...)...)
 	deadline := time.Now().Add(30 * time.Second)
 	for e.url == "" {

@@ -88,7 +88,12 @@ func runGolden(t *testing.T, c *cluster, ns, path string) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	dec := collector.NewDecoder(collector.DecoderOptions{})
+	// Every family, opt-in ones too: the golden files hold all of them.
+	everyFamily, err := collector.NewMetricFilter(nil, nil, []string{"."})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dec := collector.NewDecoder(collector.DecoderOptions{Filter: everyFamily})
 	w, err := kube.NewWatcher(c.srv.RESTConfig(), kube.WatcherOptions[*collector.Record]{Namespaces: []string{ns}, Transform: dec.Decode})
 	if err != nil {
 		t.Fatal(err)

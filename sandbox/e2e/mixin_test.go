@@ -174,8 +174,10 @@ func testMixin(t *testing.T, shards int) {
 	// offset would leave the controller pods only 400ms.
 	main := &mainShards{uids: map[objID]types.UID{}}
 	for i := range shards {
+		// The default family set: the shipped rules and dashboards must
+		// work on what users get without opting in.
 		args := []string{"--events.enabled", "--events.hmac-key-file=" + keyFile, "--web.timeout-offset=100ms",
-			"--metric-labels-allowlist=kustomizations=[team],helmreleases=[team]"}
+			"--metric-labels-allowlist=kustomizations=[team],helmreleases=[team]", defaultFamilies}
 		if shards > 1 {
 			args = append(args, fmt.Sprintf("--shard=%d", i), fmt.Sprintf("--total-shards=%d", shards))
 		}
@@ -184,9 +186,9 @@ func testMixin(t *testing.T, shards int) {
 	main.learnUIDs(listFluxObjects(t, c))
 	// A replica whose ClusterRole lacks the image automation group.
 	restrictedKC, unsynced := restrictedKubeconfig(t, c)
-	restricted := startExporter(t, restrictedKC, "--no-collector.controllers")
+	restricted := startExporter(t, restrictedKC, "--no-collector.controllers", defaultFamilies)
 	// A replica that dies once Prometheus has scraped it.
-	doomed := startExporter(t, c.kubeconfig, "--no-collector.controllers")
+	doomed := startExporter(t, c.kubeconfig, "--no-collector.controllers", defaultFamilies)
 	inst := func(e *exporter) string { return strings.TrimPrefix(e.url, "http://") }
 	for _, e := range main.exps {
 		e.waitReady()

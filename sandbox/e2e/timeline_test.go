@@ -215,7 +215,7 @@ func TestAlertTimelines(t *testing.T) {
 	tls := loadTimelines(t)
 	rules := rulesWithoutAnnotations(t)
 	c := newCluster(t, apiserver.ModeCRD)
-	e := startExporter(t, c.kubeconfig, "--no-collector.controllers")
+	e := startExporter(t, c.kubeconfig, "--no-collector.controllers", defaultFamilies)
 	e.waitReady()
 	names := make([]string, 0, len(tls))
 	for n := range tls {
@@ -267,6 +267,9 @@ type stepObject struct {
 	gone       bool
 	deleting   bool
 	conditions []string // type/status/reason, sorted
+	// generation tells a spec write (a suspension) that leaves the
+	// conditions as they were from the scrape before it.
+	generation int64
 }
 
 // writeStep creates or updates each object of step i, status through the
@@ -437,7 +440,7 @@ func setObservedGeneration(status any, gen int64) {
 }
 
 func expectedOf(u *unstructured.Unstructured) stepObject {
-	o := stepObject{kind: u.GetKind(), name: u.GetName(), deleting: u.GetDeletionTimestamp() != nil}
+	o := stepObject{kind: u.GetKind(), name: u.GetName(), deleting: u.GetDeletionTimestamp() != nil, generation: u.GetGeneration()}
 	conds, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
 	for _, c := range conds {
 		m, _ := c.(map[string]any)
@@ -469,6 +472,9 @@ func showsStep(sc scrape, ns string, objs []stepObject) error {
 		sort.Strings(got)
 		if !slices.Equal(got, o.conditions) {
 			return fmt.Errorf("%s %s: exported conditions %v, written %v", o.kind, o.name, got, o.conditions)
+		}
+		if gen, _ := sc.value("flux_resource_generation", id); int64(gen) != o.generation {
+			return fmt.Errorf("%s %s: exported generation %v, written %d", o.kind, o.name, gen, o.generation)
 		}
 		if deleting := len(sc.find("flux_resource_deletion_timestamp_seconds", id)) > 0; deleting != o.deleting {
 			return fmt.Errorf("%s %s: deletion exported %v, written %v", o.kind, o.name, deleting, o.deleting)

@@ -107,6 +107,9 @@ value here (sandbox/e2e/install_test.go checks against --help). */}}
 {{- with $v.metricDenylist -}}
 {{- $a = append $a (printf "--metric-denylist=%s" (join "," .)) -}}
 {{- end -}}
+{{- with $v.metricOptInList -}}
+{{- $a = append $a (printf "--metric-opt-in-list=%s" (join "," .)) -}}
+{{- end -}}
 {{- with $v.metricLabelsAllowlist -}}
 {{- $a = append $a (printf "--metric-labels-allowlist=%s" (join "," .)) -}}
 {{- end -}}

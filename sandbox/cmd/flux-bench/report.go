@@ -62,6 +62,8 @@ func size(v float64) string {
 
 func perObject(v float64) string { return fmt.Sprintf("%.0f B", v) }
 
+func perObjectCount(v float64) string { return fmt.Sprintf("%.1f", v) }
+
 func durMs(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
 // rows turns two results into the table, flux_exporter first.
@@ -69,6 +71,8 @@ func rows(env environment, a, b *result) []row {
 	out := []row{
 		figure("first complete scrape after process start", a.startup.Seconds(), b.startup.Seconds(), secs),
 		figure("samples per scrape", float64(a.samples), float64(b.samples), count),
+		figure("samples per object (samples / objects; default families)", float64(a.samples)/float64(max(env.objects, 1)),
+			float64(b.samples)/float64(max(env.objects, 1)), perObjectCount),
 	}
 	for _, enc := range []struct {
 		name  string
