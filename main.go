@@ -195,9 +195,7 @@ func settle(c *config) (settings, error) {
 		return s, err
 	}
 	s.warnings = append(lw, aw...)
-	for _, e := range s.filter.UnusedOptIns(collector.Families()) {
-		s.warnings = append(s.warnings, fmt.Sprintf("--metric-opt-in-list: %q matches no opt-in family; docs/metrics.md lists them", e))
-	}
+	s.warnings = append(s.warnings, s.filter.Warnings(collector.Families())...)
 	// Records render only the families the filter keeps.
 	s.decoder = collector.NewDecoder(collector.DecoderOptions{Filter: s.filter,
 		Labels: s.labels, Annotations: s.annotations, GotkResourceInfo: *c.gotkResourceInfo})

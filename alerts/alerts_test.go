@@ -88,6 +88,21 @@ func ruleFileNames(t *testing.T) []string {
 func loadAlerts(t *testing.T) []rule {
 	t.Helper()
 	var alerts []rule
+	for _, r := range loadRules(t) {
+		if r.Alert != "" {
+			alerts = append(alerts, r)
+		}
+	}
+	if len(alerts) == 0 {
+		t.Fatal("the rule files hold no alert")
+	}
+	return alerts
+}
+
+// loadRules reads every rule, alerting and recording, of the rule files.
+func loadRules(t *testing.T) []rule {
+	t.Helper()
+	var rules []rule
 	for _, name := range ruleFileNames(t) {
 		data, err := Rules.ReadFile(name)
 		if err != nil {
@@ -100,17 +115,41 @@ func loadAlerts(t *testing.T) []rule {
 			t.Fatalf("parse %s: %v", name, err)
 		}
 		for _, g := range rf.Groups {
-			for _, r := range g.Rules {
-				if r.Alert != "" {
-					alerts = append(alerts, r)
+			rules = append(rules, g.Rules...)
+		}
+	}
+	return rules
+}
+
+// TestRulesReadDefaultFamilies keeps the rules working on what a default
+// exporter sends: no expression or annotation query may read a family
+// docs/metrics.md (generated from the catalogue) marks opt-in.
+func TestRulesReadDefaultFamilies(t *testing.T) {
+	doc, err := os.ReadFile(filepath.Join("..", "docs", "metrics.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	optIn := map[string]bool{}
+	for _, m := range regexp.MustCompile("(?m)^\\| `(flux_[a-z0-9_]+)` \\| \\w+ \\| opt-in \\|").FindAllStringSubmatch(string(doc), -1) {
+		optIn[m[1]] = true
+	}
+	if len(optIn) == 0 {
+		t.Fatal("docs/metrics.md marks no family opt-in; has its table changed?")
+	}
+	name := regexp.MustCompile(`flux_[a-z0-9_]+`)
+	for _, r := range loadRules(t) {
+		texts := []string{r.Expr}
+		for _, a := range r.Annotations {
+			texts = append(texts, a)
+		}
+		for _, text := range texts {
+			for _, n := range name.FindAllString(text, -1) {
+				if optIn[n] {
+					t.Errorf("rule %s%s reads %s, which is opt-in: a default exporter does not send it", r.Alert, r.Record, n)
 				}
 			}
 		}
 	}
-	if len(alerts) == 0 {
-		t.Fatal("the rule files hold no alert")
-	}
-	return alerts
 }
 
 func loadUnitTests(t *testing.T) map[string]unitTestFile {

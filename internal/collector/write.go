@@ -224,13 +224,46 @@ func (f *MetricFilter) Exports(fam catalog.Family) bool {
 	return f != nil && slices.ContainsFunc(f.optIn, func(re *regexp.Regexp) bool { return re.MatchString(fam.Name) })
 }
 
-// UnusedOptIns lists the --metric-opt-in-list entries that match no opt-in
-// family of fams: most likely a typo, or a family that is on by default.
-func (f *MetricFilter) UnusedOptIns(fams []catalog.Family) []string {
+// Warnings says, one line each, which entries of the lists turn nothing on
+// among fams: an opt-in entry that matches no opt-in family (a typo, or a
+// family that is on by default), one whose families the allowlist or
+// denylist leaves out, and an allowlist entry that matches only opt-in
+// families the opt-in list does not name.
+func (f *MetricFilter) Warnings(fams []catalog.Family) []string {
+	if f == nil {
+		return nil
+	}
+	var optIn []string
+	for _, fam := range fams {
+		if fam.OptIn {
+			optIn = append(optIn, fam.Name)
+		}
+	}
+	matching := func(re *regexp.Regexp, keep func(catalog.Family) bool) []catalog.Family {
+		var out []catalog.Family
+		for _, fam := range fams {
+			if re.MatchString(fam.Name) && keep(fam) {
+				out = append(out, fam)
+			}
+		}
+		return out
+	}
 	var out []string
 	for _, re := range f.optIn {
-		if !slices.ContainsFunc(fams, func(fam catalog.Family) bool { return fam.OptIn && re.MatchString(fam.Name) }) {
-			out = append(out, re.String())
+		matched := matching(re, func(fam catalog.Family) bool { return fam.OptIn })
+		switch {
+		case len(matched) == 0:
+			out = append(out, fmt.Sprintf("--metric-opt-in-list: %q matches no opt-in family; the opt-in families are %s", re, strings.Join(optIn, ", ")))
+		case !slices.ContainsFunc(matched, f.Exports):
+			out = append(out, fmt.Sprintf("--metric-opt-in-list: %q turns on only families that --metric-allowlist or --metric-denylist leaves out", re))
+		}
+	}
+	if f.allow {
+		for _, re := range f.list {
+			matched := matching(re, func(catalog.Family) bool { return true })
+			if len(matched) > 0 && !slices.ContainsFunc(matched, f.Exports) {
+				out = append(out, fmt.Sprintf("--metric-allowlist: %q matches only opt-in families; name them in --metric-opt-in-list too", re))
+			}
 		}
 	}
 	return out

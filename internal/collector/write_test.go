@@ -180,9 +180,33 @@ func TestMetricFilterOptIn(t *testing.T) {
 			t.Errorf("%s: Exports(%s) = %v, want %v", tc.name, tc.fam.Name, got, tc.want)
 		}
 	}
-	typo, _ := NewMetricFilter(nil, nil, []string{"^flux_resource_dependents$", "flux_resource_dependants", "^flux_resource_info$"})
-	if got := typo.UnusedOptIns(Families()); !slices.Equal(got, []string{"flux_resource_dependants", "^flux_resource_info$"}) {
-		t.Errorf("UnusedOptIns = %q, want the typo and the family that is on by default", got)
+	for _, tc := range []struct {
+		name               string
+		allow, deny, optIn []string
+		want               []string // what each warning says, in order
+	}{
+		{"a used entry", nil, nil, []string{"^flux_resource_dependents$"}, nil},
+		{"a typo and a family on by default", nil, nil, []string{"^flux_resource_dependents$", "flux_resource_dependants", "^flux_resource_info$"},
+			[]string{`"flux_resource_dependants" matches no opt-in family; the opt-in families are `, `"^flux_resource_info$" matches no opt-in family`}},
+		{"opted in and denied", nil, []string{"dependents"}, []string{"flux_resource_dependents"}, []string{`"flux_resource_dependents" turns on only families that`}},
+		{"opted in, not allowed", []string{"^flux_resource_info$"}, nil, []string{"suspended"}, []string{`"suspended" turns on only families that`}},
+		{"allowed, not opted in", []string{"^flux_resource_suspended$", "^flux_resource_info$"}, nil, nil, []string{`--metric-allowlist: "^flux_resource_suspended$" matches only opt-in families`}},
+		{"'.' with one denied", nil, []string{"dependents"}, []string{"."}, nil},
+	} {
+		f, err := NewMetricFilter(tc.allow, tc.deny, tc.optIn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := f.Warnings(Families())
+		if len(got) != len(tc.want) {
+			t.Errorf("%s: warnings %q, want %d", tc.name, got, len(tc.want))
+			continue
+		}
+		for i, w := range tc.want {
+			if !strings.Contains(got[i], w) {
+				t.Errorf("%s: warning %q does not say %q", tc.name, got[i], w)
+			}
+		}
 	}
 }
 
