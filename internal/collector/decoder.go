@@ -19,7 +19,7 @@ type Decoder struct {
 }
 
 // DecoderOptions configure NewDecoder. The zero value renders every family
-// and no labels or annotations.
+// that is not opt-in, and no labels or annotations.
 type DecoderOptions struct {
 	// Filter leaves out the families it does not export
 	// (--metric-allowlist, --metric-denylist, --metric-opt-in-list): they
