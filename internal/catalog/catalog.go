@@ -10,6 +10,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
+// Namespace starts the name of every family flux_exporter emits.
+const Namespace = "flux"
+
 // Type is a family's metric type, as the exposition formats name it.
 type Type string
 

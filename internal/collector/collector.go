@@ -24,8 +24,6 @@ import (
 	"github.com/flux-exporter/flux_exporter/internal/kube"
 )
 
-const namespace = "flux"
-
 // Collector is one named source of metrics. Update runs on every scrape;
 // ctx carries the scrape's deadline.
 type Collector interface {
@@ -45,10 +43,10 @@ type registration struct {
 var registry = map[string]registration{}
 
 var (
-	scrapeDurationDesc = declared.Declare(catalog.Family{Name: prometheus.BuildFQName(namespace, "exporter", "collector_duration_seconds"), Type: catalog.Gauge,
+	scrapeDurationDesc = declared.Declare(catalog.Family{Name: prometheus.BuildFQName(catalog.Namespace, "exporter", "collector_duration_seconds"), Type: catalog.Gauge,
 		Help:   "Time the collector took on this scrape, in seconds.",
 		Labels: []string{"collector"}})
-	scrapeSuccessDesc = declared.Declare(catalog.Family{Name: prometheus.BuildFQName(namespace, "exporter", "collector_success"), Type: catalog.Gauge,
+	scrapeSuccessDesc = declared.Declare(catalog.Family{Name: prometheus.BuildFQName(catalog.Namespace, "exporter", "collector_success"), Type: catalog.Gauge,
 		Help:   "Whether the collector succeeded on this scrape (1) or failed (0).",
 		Labels: []string{"collector"}})
 )

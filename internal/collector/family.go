@@ -111,7 +111,7 @@ var families []*family
 // perObject declares a per-object family flux_<name> with the object labels
 // and extra labels.
 func perObject(name, help string, extra ...string) *family {
-	f := &family{name: namespace + "_" + name, help: help, labels: extra}
+	f := &family{name: catalog.Namespace + "_" + name, help: help, labels: extra}
 	all := append(append([]string{}, objectLabels...), extra...)
 	f.order = make([]int, len(all))
 	for i := range f.order {

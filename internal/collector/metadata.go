@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/flux-exporter/flux_exporter/internal/catalog"
 	"github.com/flux-exporter/flux_exporter/internal/kube"
 )
 
@@ -16,10 +17,10 @@ import (
 // the object labels and a label_<name> (annotation_<name>) per allowlisted
 // key the object has. Nothing is exported unless an allowlist names the kind.
 var (
-	labelsFamily = dynamicFamily(namespace+"_resource_labels",
+	labelsFamily = dynamicFamily(catalog.Namespace+"_resource_labels",
 		"Kubernetes labels of a Flux object as Prometheus labels: for each key --metric-labels-allowlist selects for its kind (resource), label_ and the key, sanitized as kube-state-metrics sanitizes it. Emitted only for kinds the allowlist names. Value is always 1.",
 		objectLabels...)
-	annotationsFamily = dynamicFamily(namespace+"_resource_annotations",
+	annotationsFamily = dynamicFamily(catalog.Namespace+"_resource_annotations",
 		"Kubernetes annotations of a Flux object as Prometheus labels: for each key --metric-annotations-allowlist selects for its kind (resource), annotation_ and the key, sanitized as kube-state-metrics sanitizes it. Emitted only for kinds the allowlist names. Value is always 1.",
 		objectLabels...)
 )

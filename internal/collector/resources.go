@@ -69,31 +69,31 @@ func init() {
 var kindLabels = []string{"group", "kind"}
 
 var (
-	kindInfoDesc = declared.Declare(catalog.Family{Name: prometheus.BuildFQName(namespace, "exporter", "kind_info"), Type: catalog.Gauge,
+	kindInfoDesc = declared.Declare(catalog.Family{Name: prometheus.BuildFQName(catalog.Namespace, "exporter", "kind_info"), Type: catalog.Gauge,
 		Help:   "A Flux kind discovered from its CustomResourceDefinition, at the version that is read. Value is always 1.",
 		Labels: []string{"group", "version", "kind", "resource"}})
-	kindObjectsDesc = declared.Declare(catalog.Family{Name: prometheus.BuildFQName(namespace, "exporter", "kind_objects"), Type: catalog.Gauge,
+	kindObjectsDesc = declared.Declare(catalog.Family{Name: prometheus.BuildFQName(catalog.Namespace, "exporter", "kind_objects"), Type: catalog.Gauge,
 		Help:   "Objects of the kind in the exporter's cache: with sharding, this replica's shard of them, so the sum over the replicas is the cluster's count.",
 		Labels: kindLabels})
-	kindSyncedDesc = declared.Declare(catalog.Family{Name: prometheus.BuildFQName(namespace, "exporter", "kind_synced"), Type: catalog.Gauge,
+	kindSyncedDesc = declared.Declare(catalog.Family{Name: prometheus.BuildFQName(catalog.Namespace, "exporter", "kind_synced"), Type: catalog.Gauge,
 		Help:   "Whether the kind's cache has completed its first list (1) or not (0); an unsynced kind reports no objects.",
 		Labels: kindLabels})
-	kindForbiddenDesc = declared.Declare(catalog.Family{Name: prometheus.BuildFQName(namespace, "exporter", "kind_forbidden"), Type: catalog.Gauge,
+	kindForbiddenDesc = declared.Declare(catalog.Family{Name: prometheus.BuildFQName(catalog.Namespace, "exporter", "kind_forbidden"), Type: catalog.Gauge,
 		Help:   "Whether the API server answers 403 Forbidden to the exporter's list or watch of the kind (1) or not (0). A forbidden kind stays unsynced and reports no objects, and /-/ready does not wait for it; grant get, list, watch on its group and resource.",
 		Labels: kindLabels})
-	watchErrorsDesc = declared.Declare(catalog.Family{Name: prometheus.BuildFQName(namespace, "exporter", "watch_errors_total"), Type: catalog.Counter,
+	watchErrorsDesc = declared.Declare(catalog.Family{Name: prometheus.BuildFQName(catalog.Namespace, "exporter", "watch_errors_total"), Type: catalog.Counter,
 		Help:   "Failed list or watch requests for the kind (connection errors and HTTP errors, Forbidden included); the cache keeps serving the last known objects while client-go retries.",
 		Labels: kindLabels})
 	// The shard pair follows kube-state-metrics' kube_state_metrics_shard_ordinal
 	// and kube_state_metrics_total_shards, so the same dashboards and alerts
 	// patterns apply.
-	shardOrdinalDesc = declared.Declare(catalog.Family{Name: prometheus.BuildFQName(namespace, "exporter", "shard_ordinal"), Type: catalog.Gauge,
+	shardOrdinalDesc = declared.Declare(catalog.Family{Name: prometheus.BuildFQName(catalog.Namespace, "exporter", "shard_ordinal"), Type: catalog.Gauge,
 		Help:   "This replica's shard (--shard, or its StatefulSet pod's ordinal with --pod), as a value and a label; it exports only the Flux objects of this shard. 0 when unsharded.",
 		Labels: []string{"shard_ordinal"}})
-	totalShardsDesc = declared.Declare(catalog.Family{Name: prometheus.BuildFQName(namespace, "exporter", "total_shards"), Type: catalog.Gauge,
+	totalShardsDesc = declared.Declare(catalog.Family{Name: prometheus.BuildFQName(catalog.Namespace, "exporter", "total_shards"), Type: catalog.Gauge,
 		Help:   "The number of shards the Flux objects are split into (--total-shards, or the StatefulSet's replicas with --pod); 1 when unsharded. Sum per-object and kind-level series over the replicas of a job; each object is on exactly one.",
 		Labels: nil})
-	objectErrorsDesc = declared.Declare(catalog.Family{Name: prometheus.BuildFQName(namespace, "exporter", "object_errors_total"), Type: catalog.Counter,
+	objectErrorsDesc = declared.Declare(catalog.Family{Name: prometheus.BuildFQName(catalog.Namespace, "exporter", "object_errors_total"), Type: catalog.Counter,
 		Help:   "Fields of the kind's objects that were present but could not be read (wrong type or format); the rest of each object is still reported.",
 		Labels: kindLabels})
 )

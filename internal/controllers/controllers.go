@@ -50,22 +50,22 @@ const (
 )
 
 var (
-	controllerInfoDesc = declared.Declare(catalog.Family{Name: prometheus.BuildFQName(namespace, "controller", "info"), Type: catalog.Gauge,
+	controllerInfoDesc = declared.Declare(catalog.Family{Name: prometheus.BuildFQName(catalog.Namespace, "controller", "info"), Type: catalog.Gauge,
 		Help:   "A Flux controller Deployment in the Flux namespace, with its app.kubernetes.io/version label and first container image. Value is always 1.",
 		Labels: []string{"controller", "version", "image"}})
-	replicasReadyDesc = declared.Declare(catalog.Family{Name: prometheus.BuildFQName(namespace, "controller", "replicas_ready"), Type: catalog.Gauge,
+	replicasReadyDesc = declared.Declare(catalog.Family{Name: prometheus.BuildFQName(catalog.Namespace, "controller", "replicas_ready"), Type: catalog.Gauge,
 		Help:   "Ready replicas of the Flux controller's Deployment (status.readyReplicas).",
 		Labels: []string{"controller"}})
-	replicasDesiredDesc = declared.Declare(catalog.Family{Name: prometheus.BuildFQName(namespace, "controller", "replicas_desired"), Type: catalog.Gauge,
+	replicasDesiredDesc = declared.Declare(catalog.Family{Name: prometheus.BuildFQName(catalog.Namespace, "controller", "replicas_desired"), Type: catalog.Gauge,
 		Help:   "Replicas the Flux controller's Deployment asks for (spec.replicas).",
 		Labels: []string{"controller"}})
-	distributionInfoDesc = declared.Declare(catalog.Family{Name: prometheus.BuildFQName(namespace, "distribution", "info"), Type: catalog.Gauge,
+	distributionInfoDesc = declared.Declare(catalog.Family{Name: prometheus.BuildFQName(catalog.Namespace, "distribution", "info"), Type: catalog.Gauge,
 		Help:   "The Flux version installed: the app.kubernetes.io/version label of the Flux CRDs, else the most common one of the controller Deployments, else \"\". Value is always 1.",
 		Labels: []string{"version"}})
-	podScrapeSuccessDesc = declared.Declare(catalog.Family{Name: prometheus.BuildFQName(namespace, "controller", "scrape_success"), Type: catalog.Gauge,
+	podScrapeSuccessDesc = declared.Declare(catalog.Family{Name: prometheus.BuildFQName(catalog.Namespace, "controller", "scrape_success"), Type: catalog.Gauge,
 		Help:   "Whether fetching and parsing the ready controller pod's /metrics succeeded on this scrape (1) or not (0).",
 		Labels: []string{"controller", "pod"}})
-	podScrapeDurationDesc = declared.Declare(catalog.Family{Name: prometheus.BuildFQName(namespace, "controller", "scrape_duration_seconds"), Type: catalog.Gauge,
+	podScrapeDurationDesc = declared.Declare(catalog.Family{Name: prometheus.BuildFQName(catalog.Namespace, "controller", "scrape_duration_seconds"), Type: catalog.Gauge,
 		Help:   "Time taken to fetch and parse the controller pod's /metrics on this scrape, in seconds.",
 		Labels: []string{"controller", "pod"}})
 )
@@ -97,7 +97,7 @@ func newPodFamily(source, name, help string, typ prometheus.ValueType, merge fun
 		t = catalog.Counter
 	}
 	return podFamily{source: source, typ: typ, labels: labels, merge: merge,
-		desc: declared.Declare(catalog.Family{Name: prometheus.BuildFQName(namespace, "controller", name), Type: t, Help: help, Labels: names})}
+		desc: declared.Declare(catalog.Family{Name: prometheus.BuildFQName(catalog.Namespace, "controller", name), Type: t, Help: help, Labels: names})}
 }
 
 // Label mappings. controller-runtime's own "controller" label names the
@@ -150,7 +150,7 @@ var podFamilies = []podFamily{
 // deletes an object's series with the object, so the exporter keeps what
 // it last saw of each series (see durationAccount) for the totals to stay
 // counters that rate() reads without false resets.
-var reconcileDurationDesc = declared.Declare(catalog.Family{Name: prometheus.BuildFQName(namespace, "controller", "reconcile_duration_seconds"), Type: catalog.Summary,
+var reconcileDurationDesc = declared.Declare(catalog.Family{Name: prometheus.BuildFQName(catalog.Namespace, "controller", "reconcile_duration_seconds"), Type: catalog.Summary,
 	Help:   "Time the controller spent reconciling objects of the kind, in seconds: a summary without quantiles whose _sum and _count add up Flux's per-object gotk_reconcile_duration_seconds, keeping the last values the exporter saw of objects deleted since, so they never decrease while the controller process runs. They start over when the pod's process_start_time_seconds changes (the process restarted, as its own counters do) and when the exporter restarts.",
 	Labels: []string{"controller", "pod", "kind"}})
 
@@ -185,9 +185,6 @@ func New(o Options) *Controllers {
 
 // Families lists the families the collector emits.
 func Families() []catalog.Family { return declared.Families() }
-
-// namespace is the exporter's metric namespace.
-const namespace = "flux"
 
 // declared holds the families the collector emits.
 var declared catalog.List

@@ -16,19 +16,19 @@ var declared catalog.List
 func Families() []catalog.Family { return declared.Families() }
 
 var (
-	eventsTotalDesc = declared.Declare(catalog.Family{Name: prometheus.BuildFQName("flux", "events", "total"), Type: catalog.Counter,
+	eventsTotalDesc = declared.Declare(catalog.Family{Name: prometheus.BuildFQName(catalog.Namespace, "events", "total"), Type: catalog.Counter,
 		Help:   "Total number of Flux events received from notification-controller, per object, severity, reason and reporting controller.",
 		Labels: []string{"kind", "name", "exported_namespace", "severity", "reason", "controller"}})
-	lastTimestampDesc = declared.Declare(catalog.Family{Name: prometheus.BuildFQName("flux", "event", "last_timestamp_seconds"), Type: catalog.Gauge,
+	lastTimestampDesc = declared.Declare(catalog.Family{Name: prometheus.BuildFQName(catalog.Namespace, "event", "last_timestamp_seconds"), Type: catalog.Gauge,
 		Help:   "Time of the newest Flux event received per object and severity, in seconds since the Unix epoch, as stamped by the reporting controller, or the time of receipt when the event has none.",
 		Labels: []string{"kind", "name", "exported_namespace", "severity"}})
-	revisionInfoDesc = declared.Declare(catalog.Family{Name: prometheus.BuildFQName("flux", "event", "revision_info"), Type: catalog.Gauge,
+	revisionInfoDesc = declared.Declare(catalog.Family{Name: prometheus.BuildFQName(catalog.Namespace, "event", "revision_info"), Type: catalog.Gauge,
 		Help:   "Newest source revision named in a Flux event for the object, with the origin revision the same event named (originRevision metadata: the Git commit an OCI artifact was built from), empty when it named none; the value is always 1.",
 		Labels: []string{"kind", "name", "exported_namespace", "revision", "origin_revision"}})
-	requestsTotalDesc = declared.Declare(catalog.Family{Name: prometheus.BuildFQName("flux", "events", "requests_total"), Type: catalog.Counter,
+	requestsTotalDesc = declared.Declare(catalog.Family{Name: prometheus.BuildFQName(catalog.Namespace, "events", "requests_total"), Type: catalog.Counter,
 		Help:   "Total number of requests to the Flux events webhook, by HTTP status code of the answer.",
 		Labels: []string{"code"}})
-	droppedTotalDesc = declared.Declare(catalog.Family{Name: prometheus.BuildFQName("flux", "events", "dropped_total"), Type: catalog.Counter,
+	droppedTotalDesc = declared.Declare(catalog.Family{Name: prometheus.BuildFQName(catalog.Namespace, "events", "dropped_total"), Type: catalog.Counter,
 		Help:   "Total number of valid Flux events that were accepted but not recorded, by cause.",
 		Labels: []string{"cause"}})
 )
