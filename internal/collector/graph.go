@@ -353,9 +353,14 @@ func unionSorted(a, b []int32) []int32 {
 
 // render writes the graph's series into one record per object that has
 // any: its missing references, its dependents (every object has that
-// series) and its roots, through the same rendering as Decode's.
+// series when it is on) and its roots, through the same rendering as
+// Decode's. The dependents, a walk per node, are counted only when their
+// opt-in family is on.
 func (g *graph) render(on familySet) []*Record {
-	dependents := g.dependents()
+	var dependents []int32
+	if on.has(dependentsFamily) {
+		dependents = g.dependents()
+	}
 	roots := g.rootCauses()
 	out := make([]*Record, 0, len(g.nodes))
 	var vals []string
@@ -372,7 +377,9 @@ func (g *graph) render(on familySet) []*Record {
 			k := g.missing[m]
 			w.add(dependencyMissingFamily, 1, k.kind, k.name, k.namespace)
 		}
-		w.add(dependentsFamily, float64(dependents[i]))
+		if dependents != nil {
+			w.add(dependentsFamily, float64(dependents[i]))
+		}
 		for _, v := range roots[i] {
 			k := g.key(v)
 			w.add(rootCauseFamily, 1, k.kind, k.name, k.namespace)
