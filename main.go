@@ -198,7 +198,11 @@ func settle(c *config) (settings, error) {
 	s.warnings = append(s.warnings, s.filter.Warnings(collector.Families())...)
 	// Records render only the families the filter keeps.
 	s.decoder = collector.NewDecoder(collector.DecoderOptions{Filter: s.filter,
-		Labels: s.labels, Annotations: s.annotations, GotkResourceInfo: *c.gotkResourceInfo})
+		Labels: s.labels, Annotations: s.annotations, GotkResourceInfo: *c.gotkResourceInfo,
+		// What status.history held before this process started was
+		// counted by the one before it, if any: counting it again would
+		// read as phantom changes across a restart.
+		CountSince: time.Now()})
 	return s, nil
 }
 

@@ -24,20 +24,21 @@ var wantDashboards = map[string]string{
 // knownMetrics are the families the dashboards may use: those of the
 // code-checked reference docs/metrics.md (TestMetricsReference keeps it equal
 // to the exporter's descriptors), a summary's _sum and _count, a histogram's
-// _bucket, _sum and _count, and `up`; opt-in families are not known, since
-// the dashboards must work on the default set. A typo in a query, or a
-// metric the exporter does not emit by default, fails
-// TestQueriesUseKnownMetricsAndScope.
-func knownMetrics(t *testing.T) []string {
+// _bucket, _sum and _count, and `up`. A typo in a query fails
+// TestQueriesUseKnownMetricsAndScope. optIn are the families the reference
+// marks opt-in: the dashboards must work on the default set, so only a
+// panel's optional targets may read them (TestOptionalTargets).
+func knownMetrics(t *testing.T) (known []string, optIn map[string]bool) {
 	t.Helper()
 	doc, err := os.ReadFile(filepath.Join("..", "docs", "metrics.md"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	known := []string{"up"}
+	known = []string{"up"}
+	optIn = map[string]bool{}
 	for _, m := range regexp.MustCompile("(?m)^\\| `(flux_[a-z0-9_]+)` \\| (\\w+) \\| ([a-z-]+) \\|").FindAllStringSubmatch(string(doc), -1) {
 		if m[3] == "opt-in" {
-			continue // the dashboards must work on the default families
+			optIn[m[1]] = true
 		}
 		known = append(known, m[1])
 		switch m[2] {
@@ -47,10 +48,10 @@ func knownMetrics(t *testing.T) []string {
 			known = append(known, m[1]+"_bucket", m[1]+"_sum", m[1]+"_count")
 		}
 	}
-	if len(known) < 40 {
-		t.Fatalf("read only %d metrics from docs/metrics.md", len(known))
+	if len(known) < 40 || len(optIn) == 0 {
+		t.Fatalf("read only %d metrics, %d of them opt-in, from docs/metrics.md", len(known), len(optIn))
 	}
-	return known
+	return known, optIn
 }
 
 type datasourceRef struct {
@@ -329,7 +330,7 @@ var (
 )
 
 func TestQueriesUseKnownMetricsAndScope(t *testing.T) {
-	knownMetrics := knownMetrics(t)
+	knownMetrics, _ := knownMetrics(t)
 	for _, d := range loadDashboards(t) {
 		for origin, expr := range d.exprs() {
 			matches := selector.FindAllStringSubmatch(expr, -1)
@@ -348,6 +349,56 @@ func TestQueriesUseKnownMetricsAndScope(t *testing.T) {
 			}
 			if rateWithoutVar.MatchString(expr) {
 				t.Errorf("%s: rate() must use [$__rate_interval]: %q", origin, expr)
+			}
+		}
+	}
+}
+
+// TestOptionalTargets keeps the dashboards working on the default family
+// set. A target that reads an opt-in family is optional: it reads nothing
+// else, its panel has a target on default families that still shows
+// something, and the panel's description names the family and the flag
+// that turns it on, since the target shows nothing until then.
+// Annotations read default families only.
+func TestOptionalTargets(t *testing.T) {
+	_, optIn := knownMetrics(t)
+	reads := func(expr string) (def, opt []string) {
+		for _, m := range selector.FindAllStringSubmatch(expr, -1) {
+			if optIn[m[1]] {
+				opt = append(opt, m[1])
+			} else {
+				def = append(def, m[1])
+			}
+		}
+		return def, opt
+	}
+	for _, d := range loadDashboards(t) {
+		for _, a := range d.fluxAnnotations() {
+			if _, opt := reads(a.Expr); len(opt) > 0 {
+				t.Errorf("%s annotation %q reads opt-in %v", d.file, a.Name, opt)
+			}
+		}
+		for _, p := range d.allPanels() {
+			shows := false
+			for _, tg := range p.Targets {
+				def, opt := reads(tg.Expr)
+				where := fmt.Sprintf("%s panel %d %q target %s", d.file, p.ID, p.Title, tg.RefID)
+				switch {
+				case len(opt) == 0:
+					shows = true
+				case len(def) > 0:
+					t.Errorf("%s reads opt-in %v with default %v: it would show nothing on the default set", where, opt, def)
+				case !strings.Contains(p.Description, "--metric-opt-in-list"):
+					t.Errorf("%s reads opt-in %v; the panel description must say that --metric-opt-in-list turns it on", where, opt)
+				}
+				for _, f := range opt {
+					if !strings.Contains(p.Description, f) {
+						t.Errorf("%s reads opt-in %s, which the panel description does not name", where, f)
+					}
+				}
+			}
+			if !shows {
+				t.Errorf("%s panel %d %q reads only opt-in families: it is empty on the default set", d.file, p.ID, p.Title)
 			}
 		}
 	}

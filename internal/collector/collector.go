@@ -192,9 +192,10 @@ func (e *Exporter) Scrape(ctx context.Context) (c prometheus.Collector, write Ob
 type scrapeState struct {
 	once   sync.Once
 	states []kube.KindState[*Record]
-	// graph are the dependency graph's records (graph.go), set by the
-	// resources collector.
-	graph []*Record
+	// graph are the dependency graph's records (graph.go), and groups the
+	// delivery groups' (delivery_groups.go), set by the resources
+	// collector.
+	graph, groups []*Record
 }
 
 type scrapeKey struct{}
@@ -228,7 +229,7 @@ func (s *scrapeState) records() []*Record {
 			}
 		}
 	}
-	return append(out, s.graph...)
+	return append(append(out, s.graph...), s.groups...)
 }
 
 type scrape struct {

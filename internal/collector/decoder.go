@@ -1,6 +1,8 @@
 package collector
 
 import (
+	"time"
+
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/flux-exporter/flux_exporter/internal/kube"
@@ -33,6 +35,12 @@ type DecoderOptions struct {
 	// GotkResourceInfo writes gotk_resource_info
 	// (--compat.gotk-resource-info).
 	GotkResourceInfo bool
+	// CountSince is when the exporter started: the delivery counters
+	// count only the changes, failures and restores Flux recorded after
+	// it, so that a restart does not count again what status.history
+	// still holds (docs/delivery.md, "Restarts"). The zero time counts
+	// everything status.history holds.
+	CountSince time.Time
 }
 
 // NewDecoder applies the filter once, to the family list, and starts an
@@ -43,7 +51,17 @@ func NewDecoder(o DecoderOptions) *Decoder {
 		on[f.id] = o.Filter.Exports(f.catalogued())
 	}
 	return &Decoder{on: on, labels: o.Labels, annotations: o.Annotations,
-		gotkResourceInfo: o.GotkResourceInfo, delivery: newDeliveryTracker(on)}
+		gotkResourceInfo: o.GotkResourceInfo, delivery: newDeliveryTracker(on, o.CountSince)}
+}
+
+// groupLabels are the labels --metric-labels-allowlist selects for the
+// object, which its delivery group carries (delivery_groups.go).
+func (d *Decoder) groupLabels(k kube.Kind, r *reader) []labelPair {
+	keys, ok := d.labels.keysFor(k.Resource)
+	if !ok {
+		return nil
+	}
+	return metadataLabels("label", selected(r.stringMap("metadata", "labels"), keys))
 }
 
 // familySet is which per-object families a Decoder renders, by family id;
@@ -82,7 +100,7 @@ func (d *Decoder) Decode(k kube.Kind, u *unstructured.Unstructured, prev *Record
 		d.delivery.sawArtifact(objectKey{k.Kind, rec.Namespace, rec.Name}, rev, updated)
 	}
 	if k.Kind == "Kustomization" || k.Kind == "HelmRelease" {
-		rec.delivery = d.delivery.observe(k.Kind, rec, r, conds)
+		rec.delivery = d.delivery.observe(k.Kind, rec, r, conds, d.groupLabels(k, r))
 	}
 	rec.groupByFamily()
 	return rec, r.errs

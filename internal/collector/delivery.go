@@ -35,22 +35,29 @@ import (
 // other and a deleted object's series go with its record.
 
 var (
-	deliveryChangesFamily = perObjectCounter("delivery_changes_total",
-		"Changes Flux applied to the object: each new digest of the built manifests in a Kustomization's status.history, each new Helm release version in a HelmRelease's status.history (rollbacks included). result is failed when the history entry that recorded the change has another lastReconciledStatus than ReconciliationSucceeded, or the release's status is failed (or uninstalled, by install remediation); else succeeded. On start it counts what status.history still holds (Kustomization at most 5 entries, HelmRelease back to the previous deployed release), then only newer entries.",
-		"result")
-	deliveryFailedChangesFamily = perObjectCounter("delivery_failed_changes_total",
-		"Changes that failed: Flux recorded them failing (a failed history entry or release), a Helm rollback superseded them, or the object went Ready=False because of them (Ready's reason is not DependencyNotReady, ArtifactFailed, SourceNotReady or a remediation, and status.lastAttemptedRevision is the change's revision) before the next change. Each change counts once.")
-	deliveryRollbacksFamily = perObjectCounter("delivery_rollbacks_total",
-		"Helm rollbacks of a HelmRelease: releases in status.history with action rollback and status deployed, each once. flux_delivery_last_rollback_info names the newest.")
+	deliveryChangesFamily = perObjectCounter("resource_delivery_changes_total",
+		"Changes Flux applied to the object: each new digest of the built manifests in a Kustomization's status.history, each new Helm release version in a HelmRelease's status.history (rollbacks included), recorded after the exporter started. result is failed when the history entry that recorded the change has another lastReconciledStatus than ReconciliationSucceeded, or the release's status is failed (or uninstalled, by install remediation); else succeeded. flux_delivery_changes_total adds them up per namespace.",
+		"result").offByDefault()
+	deliveryFailedChangesFamily = perObjectCounter("resource_delivery_failed_changes_total",
+		"Changes that failed: Flux recorded them failing (a failed history entry or release), a Helm rollback superseded them, or the object went Ready=False because of them (Ready's reason is not DependencyNotReady, ArtifactFailed, SourceNotReady or a remediation, and status.lastAttemptedRevision is the change's revision) before the next change. Each change counts once, when the exporter sees it fail. flux_delivery_failed_changes_total adds them up per namespace.").offByDefault()
+	deliveryRollbacksFamily = perObjectCounter("resource_delivery_rollbacks_total",
+		"Helm rollbacks of a HelmRelease recorded after the exporter started: releases in status.history with action rollback and status deployed, each once. flux_delivery_last_rollback_info names the newest.").offByDefault()
 	deliveryLastRollbackFamily = perObject("delivery_last_rollback_info",
-		"The newest Helm rollback of a HelmRelease the exporter has seen: failed_version and failed_chart_version are the release it rolled back (the version below the rollback in status.history), rollback_version the release the rollback created and restored_chart_version its chart version, that of the release restored. Value is always 1.",
+		"The newest Helm rollback of a HelmRelease that status.history records: failed_version and failed_chart_version are the release it rolled back (the version below the rollback in status.history), rollback_version the release the rollback created and restored_chart_version its chart version, that of the release restored. Value is always 1.",
 		"failed_version", "failed_chart_version", "rollback_version", "restored_chart_version")
-	deliveryLeadTimeFamily = perObjectHistogram("delivery_lead_time_seconds",
+	deliveryLeadTimeFamily = perObjectHistogram("resource_delivery_lead_time_seconds",
 		"Time from a source's new artifact (status.artifact.lastUpdateTime of the sourceRef, or of the HelmRelease's chart) to the first successful reconcile of that revision by this object (status.history firstReconciled of a ReconciliationSucceeded entry whose metadata.revision is the artifact's, or the release's lastDeployed, when Helm deployed that version), in seconds; observed once per object and revision. Flux records no commit time, so it starts at the fetch.",
-		60, 300, 900, 3600, 86400, 604800, 2592000)
-	deliveryTimeToRestoreFamily = perObjectHistogram("delivery_time_to_restore_seconds",
+		leadTimeBuckets...).offByDefault()
+	deliveryTimeToRestoreFamily = perObjectHistogram("resource_delivery_time_to_restore_seconds",
 		"Time from the Ready condition going False to it going True again, or to a successful Helm rollback (Remediated True RollbackSucceeded), by the conditions' lastTransitionTime, in seconds. An object that is not Ready when the exporter starts counts from its Ready lastTransitionTime.",
-		60, 300, 900, 3600, 86400, 604800)
+		restoreBuckets...).offByDefault()
+)
+
+// Histogram bounds sit on DORA's band limits, with finer ones below an
+// hour, where GitOps reconciles.
+var (
+	leadTimeBuckets = []float64{60, 300, 900, 3600, 86400, 604800, 2592000}
+	restoreBuckets  = []float64{60, 300, 900, 3600, 86400, 604800}
 )
 
 // Flux's words the tracker reads.
@@ -83,13 +90,24 @@ type deliveryTracker struct {
 	// come after the object's).
 	waiting map[objectKey]map[*deliveryEntry]bool
 	swept   time.Time
+	// groups add the objects' counts up per namespace, kind and allowlisted
+	// labels, by deliveryGroup.key.
+	groups map[string]*deliveryGroup
+	// since is DecoderOptions.CountSince in Unix seconds: changes Flux
+	// recorded until then are not counted.
+	since float64
 	// on is the families its records render (Decoder.on).
 	on familySet
 }
 
 // newDeliveryTracker starts the tracker a Decoder feeds.
-func newDeliveryTracker(on familySet) *deliveryTracker {
-	return &deliveryTracker{objects: map[objectKey]*deliveryEntry{}, sources: map[objectKey]artifactSeen{}, waiting: map[objectKey]map[*deliveryEntry]bool{}, on: on}
+func newDeliveryTracker(on familySet, since time.Time) *deliveryTracker {
+	t := &deliveryTracker{objects: map[objectKey]*deliveryEntry{}, sources: map[objectKey]artifactSeen{},
+		waiting: map[objectKey]map[*deliveryEntry]bool{}, groups: map[string]*deliveryGroup{}, on: on}
+	if !since.IsZero() {
+		t.since = float64(since.Unix())
+	}
+	return t
 }
 
 // artifactSeen is a source's current artifact: revision and lastUpdateTime.
@@ -115,24 +133,44 @@ type deliveryEntry struct {
 	// current is the change the object last reconciled: history[0].
 	current string
 
-	succeeded, failed, failedChanges, rollbacks float64
-	lastRollback                                []string // label values of delivery_last_rollback_info
+	// deliveryCounts are the object's counts since the tracker first saw
+	// it; accounted is what of them its group has been given.
+	deliveryCounts
+	accounted    deliveryCounts
+	group        *deliveryGroup
+	lastRollback []string // label values of delivery_last_rollback_info
 
 	source      objectKey // where the artifact comes from
 	pending     *pendingLead
 	leadSeen    []string // revisions whose lead time was observed, newest last
-	leadTime    histogram
-	outage      bool    // Ready went False and has not come back
-	outageStart float64 // when it went False
-	restoredAt  float64 // when the last outage ended
-	restore     histogram
+	outage      bool     // Ready went False and has not come back
+	outageStart float64  // when it went False
+	restoredAt  float64  // when the last outage ended
 
 	rendered atomic.Pointer[Record]
+}
+
+// deliveryCounts are the counters and histograms of one object, or of a
+// group of them.
+type deliveryCounts struct {
+	succeeded, failed, failedChanges, rollbacks float64
+	leadTime, restore                           histogram
 }
 
 type change struct {
 	revision string
 	failed   bool
+	// news is whether the change itself was counted, not remembered
+	// from before the exporter started.
+	news bool
+}
+
+// counted tells whether a change Flux recorded at at counts: changes
+// recorded before the tracker's since are what status.history held when
+// the exporter started, which a restarted exporter must not count again
+// (docs/delivery.md, "Restarts").
+func (t *deliveryTracker) counted(at float64) bool {
+	return at > t.since
 }
 
 // pendingLead is a successful revision whose lead time is not yet known.
@@ -202,29 +240,39 @@ func (t *deliveryTracker) sawArtifact(key objectKey, revision string, updated fl
 	t.sources[key] = artifactSeen{revision: revision, updated: updated, seen: time.Now()}
 	for e := range t.waiting[key] {
 		if t.settleLead(e) {
+			t.account(e)
 			e.render(t.on)
 		}
 	}
 }
 
 // observe updates the object's delivery state from the object as it is
-// now, renders its series, and returns its entry.
-func (t *deliveryTracker) observe(kind string, rec *Record, r *reader, conds []condition) *deliveryEntry {
+// now, renders its series and its group's, and returns its entry. group
+// are the allowlisted label pairs of the object that its group adds to
+// the namespace and kind.
+func (t *deliveryTracker) observe(kind string, rec *Record, r *reader, conds []condition, group []labelPair) *deliveryEntry {
 	key := objectKey{kind, rec.Namespace, rec.Name}
 	uid := r.str("metadata", "uid")
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	e := t.objects[key]
+	var gone *deliveryEntry
 	if e == nil || e.uid != uid {
 		// A new object, or one deleted and made again under the same name:
 		// its history starts over, and so do its series.
 		if e != nil {
 			t.unwait(e)
+			gone = e
 		}
 		e = &deliveryEntry{uid: uid, key: key, known: map[string]*change{}}
 		t.objects[key] = e
 	}
 	e.lastDecoded = time.Now()
+	t.join(e, group)
+	// Only now: a group the object made again rejoins keeps its counts.
+	if gone != nil {
+		t.leave(gone)
+	}
 	if src := sourceOf(kind, rec.refs); src != e.source {
 		t.unwait(e)
 		e.source = src
@@ -233,17 +281,18 @@ func (t *deliveryTracker) observe(kind string, rec *Record, r *reader, conds []c
 	attempted := r.str("status", "lastAttemptedRevision")
 	switch kind {
 	case "Kustomization":
-		e.kustomization(readKustomizationHistory(r))
+		e.kustomization(readKustomizationHistory(r), t.counted)
 	case "HelmRelease":
-		e.helmRelease(readHelmReleaseHistory(r))
+		e.helmRelease(readHelmReleaseHistory(r), t.counted)
 	}
-	e.readiness(ready, attempted, kind == "HelmRelease")
+	e.readiness(ready, attempted, kind == "HelmRelease", t.counted)
 	if e.pending != nil && e.source != (objectKey{}) && !t.settleLead(e) {
 		if t.waiting[e.source] == nil {
 			t.waiting[e.source] = map[*deliveryEntry]bool{}
 		}
 		t.waiting[e.source][e] = true
 	}
+	t.account(e)
 	e.render(t.on)
 	return e
 }
@@ -307,9 +356,10 @@ func (e *deliveryEntry) wantLead(revision string, at float64) {
 }
 
 // kustomization counts the history entries newer than the watermark, oldest
-// first. An entry whose digest holds an older entry records a new outcome
-// of the same change, not a new change.
-func (e *deliveryEntry) kustomization(h []ksSnapshot) {
+// first, that counted says count by their firstReconciled; the others it
+// only remembers. An entry whose digest holds an older entry records a new
+// outcome of the same change, not a new change.
+func (e *deliveryEntry) kustomization(h []ksSnapshot, counted func(float64) bool) {
 	if len(h) == 0 {
 		return
 	}
@@ -325,19 +375,23 @@ func (e *deliveryEntry) kustomization(h []ksSnapshot) {
 			continue
 		}
 		e.watermark = s.first
+		count := counted(s.first)
 		c := e.known[s.digest]
 		if c == nil {
-			c = &change{revision: s.revision}
+			c = &change{revision: s.revision, news: count}
 			e.known[s.digest] = c
-			if s.status == reconciliationSucceeded {
+			switch {
+			case !count:
+			case s.status == reconciliationSucceeded:
 				e.succeeded++
-			} else {
+			default:
 				e.failed++
 			}
 		}
-		if s.status != reconciliationSucceeded {
-			e.markFailed(c)
-		} else {
+		switch {
+		case s.status != reconciliationSucceeded:
+			e.markFailed(c, count)
+		case count:
 			e.wantLead(s.revision, s.first)
 		}
 	}
@@ -358,8 +412,9 @@ func (e *deliveryEntry) kustomization(h []ksSnapshot) {
 
 // helmRelease counts the releases newer than the watermark, oldest first,
 // stopping at one Helm has not finished (pending-install, pending-upgrade,
-// pending-rollback).
-func (e *deliveryEntry) helmRelease(h []hrSnapshot) {
+// pending-rollback); those that counted says not to count by their
+// lastDeployed it only remembers.
+func (e *deliveryEntry) helmRelease(h []hrSnapshot, counted func(float64) bool) {
 	if len(h) == 0 {
 		return
 	}
@@ -372,13 +427,15 @@ func (e *deliveryEntry) helmRelease(h []hrSnapshot) {
 			break
 		}
 		e.watermark = s.version
+		count := counted(s.deployed)
 		id := strconv.FormatFloat(s.version, 'f', -1, 64)
-		c := &change{revision: s.chartVersion}
+		c := &change{revision: s.chartVersion, news: count}
 		e.known[id] = c
-		if releaseFailedStatus(s) {
-			e.failed++
-			e.markFailed(c)
-		} else {
+		switch {
+		case releaseFailedStatus(s):
+			e.failed += b2f(count)
+			e.markFailed(c, count)
+		case count:
 			e.succeeded++
 			e.wantLead(s.chartVersion, s.deployed)
 		}
@@ -387,10 +444,10 @@ func (e *deliveryEntry) helmRelease(h []hrSnapshot) {
 		if s.action == actionRollback && s.status == releaseDeployed && i > 0 {
 			prev := h[i-1]
 			prevID := strconv.FormatFloat(prev.version, 'f', -1, 64)
-			e.rollbacks++
+			e.rollbacks += b2f(count)
 			e.lastRollback = []string{prevID, prev.chartVersion, id, s.chartVersion}
 			if pc := e.known[prevID]; pc != nil {
-				e.markFailed(pc)
+				e.markFailed(pc, count)
 			}
 		}
 	}
@@ -412,17 +469,28 @@ func releaseFailedStatus(s hrSnapshot) bool {
 	return s.status == releaseFailed || s.action == "uninstall-remediation" || s.status == "uninstalled" || s.status == "uninstalling"
 }
 
-func (e *deliveryEntry) markFailed(c *change) {
+// markFailed fails a change once; count says whether that is news to
+// count, or what status.history already held when the exporter started.
+func (e *deliveryEntry) markFailed(c *change, count bool) {
 	if !c.failed {
 		c.failed = true
-		e.failedChanges++
+		e.failedChanges += b2f(count)
 	}
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // readiness follows Ready: an outage starts when it goes False and ends
 // when it goes True, or when a rollback succeeds; and a Ready=False that
-// the current change caused fails that change.
-func (e *deliveryEntry) readiness(r readyState, attempted string, helm bool) {
+// the current change caused fails that change. What counted says happened
+// before the exporter started (Ready's lastTransitionTime, the rollback's)
+// ends an outage or fails a change without being counted again.
+func (e *deliveryEntry) readiness(r readyState, attempted string, helm bool, counted func(float64) bool) {
 	switch r.status {
 	case "False":
 		// Ready's lastTransitionTime moves only when its status changes,
@@ -432,22 +500,22 @@ func (e *deliveryEntry) readiness(r readyState, attempted string, helm bool) {
 			e.outage, e.outageStart = true, r.since
 		}
 		if e.outage && r.rolledBack >= e.outageStart && r.rolledBack > 0 {
-			e.endOutage(r.rolledBack)
+			e.endOutage(r.rolledBack, counted(r.rolledBack))
 		}
 		c := e.known[e.current]
 		if c != nil && !slices.Contains(notTheChangesFault, r.reason) && causedBy(attempted, c.revision, helm) {
-			e.markFailed(c)
+			e.markFailed(c, c.news || counted(r.since))
 		}
 	case "True":
 		if e.outage {
-			e.endOutage(r.since)
+			e.endOutage(r.since, counted(r.since))
 		}
 	}
 }
 
-func (e *deliveryEntry) endOutage(at float64) {
+func (e *deliveryEntry) endOutage(at float64, count bool) {
 	e.outage, e.restoredAt = false, at
-	if d := at - e.outageStart; d >= 0 {
+	if d := at - e.outageStart; d >= 0 && count {
 		e.restore.observe(deliveryTimeToRestoreFamily.buckets, d)
 	}
 }
@@ -639,6 +707,7 @@ func (t *deliveryTracker) sweep(states []kube.KindState[*Record]) {
 	for k, e := range t.objects {
 		if !live[k] && now.Sub(e.lastDecoded) > sweepEvery {
 			t.unwait(e)
+			t.leave(e)
 			delete(t.objects, k)
 		}
 	}

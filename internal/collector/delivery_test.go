@@ -134,6 +134,7 @@ status:
 const (
 	revA = "main@sha1:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
 	revB = "main@sha1:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
+	revC = "main@sha1:cccccccccccccccccccccccccccccccccccccccc"
 )
 
 // TestDeliveryKustomization drives one Kustomization through a new
@@ -141,26 +142,26 @@ const (
 // every family after each step; then a fresh tracker (a restarted
 // exporter) must agree on what status.history still records.
 func TestDeliveryKustomization(t *testing.T) {
-	tr := NewDecoder(DecoderOptions{})
+	tr := NewDecoder(everyFamily())
 	decodeInto(t, tr, gitRepo(revA, 0))
 	// Applied 90s after the artifact.
 	step1 := kustomization("k1", revA, "True", "ReconciliationSucceeded", 90*time.Second,
 		ksEntry("sha256:d1", "ReconciliationSucceeded", revA, 90*time.Second, 90*time.Second))
 	rec := decodeInto(t, tr, step1)
 	expectSamples(t, "applied", deliverySamples(t, rec), map[string]float64{
-		`flux_delivery_changes_total{result="succeeded"}`:  1,
-		`flux_delivery_changes_total{result="failed"}`:     0,
-		`flux_delivery_failed_changes_total`:               0,
-		`flux_delivery_lead_time_seconds_bucket{le="300"}`: 1,
-		`flux_delivery_lead_time_seconds_sum`:              90,
-		`flux_delivery_lead_time_seconds_count`:            1,
-		`flux_delivery_time_to_restore_seconds_count`:      0,
+		`flux_resource_delivery_changes_total{result="succeeded"}`:  1,
+		`flux_resource_delivery_changes_total{result="failed"}`:     0,
+		`flux_resource_delivery_failed_changes_total`:               0,
+		`flux_resource_delivery_lead_time_seconds_bucket{le="300"}`: 1,
+		`flux_resource_delivery_lead_time_seconds_sum`:              90,
+		`flux_resource_delivery_lead_time_seconds_count`:            1,
+		`flux_resource_delivery_time_to_restore_seconds_count`:      0,
 	})
 	// The same object again (a relist) changes nothing.
 	rec = decodeInto(t, tr, step1)
 	expectSamples(t, "relisted", deliverySamples(t, rec), map[string]float64{
-		`flux_delivery_changes_total{result="succeeded"}`: 1,
-		`flux_delivery_lead_time_seconds_count`:           1,
+		`flux_resource_delivery_changes_total{result="succeeded"}`: 1,
+		`flux_resource_delivery_lead_time_seconds_count`:           1,
 	})
 
 	// A new commit whose health check fails: Flux records the digest with
@@ -171,11 +172,11 @@ func TestDeliveryKustomization(t *testing.T) {
 		ksEntry("sha256:d1", "ReconciliationSucceeded", revA, 90*time.Second, 50*time.Minute))
 	rec = decodeInto(t, tr, failing)
 	expectSamples(t, "failing change", deliverySamples(t, rec), map[string]float64{
-		`flux_delivery_changes_total{result="succeeded"}`: 1,
-		`flux_delivery_changes_total{result="failed"}`:    1,
-		`flux_delivery_failed_changes_total`:              1,
-		`flux_delivery_lead_time_seconds_count`:           1,
-		`flux_delivery_time_to_restore_seconds_count`:     0,
+		`flux_resource_delivery_changes_total{result="succeeded"}`: 1,
+		`flux_resource_delivery_changes_total{result="failed"}`:    1,
+		`flux_resource_delivery_failed_changes_total`:              1,
+		`flux_resource_delivery_lead_time_seconds_count`:           1,
+		`flux_resource_delivery_time_to_restore_seconds_count`:     0,
 	})
 
 	// Recovery: the same manifests pass their health check on a later
@@ -187,37 +188,52 @@ func TestDeliveryKustomization(t *testing.T) {
 		ksEntry("sha256:d1", "ReconciliationSucceeded", revA, 90*time.Second, 50*time.Minute))
 	rec = decodeInto(t, tr, recovered)
 	want := map[string]float64{
-		`flux_delivery_changes_total{result="succeeded"}`:        1,
-		`flux_delivery_changes_total{result="failed"}`:           1,
-		`flux_delivery_failed_changes_total`:                     1,
-		`flux_delivery_lead_time_seconds_bucket{le="900"}`:       1,
-		`flux_delivery_lead_time_seconds_bucket{le="3600"}`:      2,
-		`flux_delivery_lead_time_seconds_sum`:                    90 + 20*60,
-		`flux_delivery_lead_time_seconds_count`:                  2,
-		`flux_delivery_time_to_restore_seconds_bucket{le="300"}`: 0,
-		`flux_delivery_time_to_restore_seconds_bucket{le="900"}`: 1,
-		`flux_delivery_time_to_restore_seconds_sum`:              14 * 60,
-		`flux_delivery_time_to_restore_seconds_count`:            1,
+		`flux_resource_delivery_changes_total{result="succeeded"}`:        1,
+		`flux_resource_delivery_changes_total{result="failed"}`:           1,
+		`flux_resource_delivery_failed_changes_total`:                     1,
+		`flux_resource_delivery_lead_time_seconds_bucket{le="900"}`:       1,
+		`flux_resource_delivery_lead_time_seconds_bucket{le="3600"}`:      2,
+		`flux_resource_delivery_lead_time_seconds_sum`:                    90 + 20*60,
+		`flux_resource_delivery_lead_time_seconds_count`:                  2,
+		`flux_resource_delivery_time_to_restore_seconds_bucket{le="300"}`: 0,
+		`flux_resource_delivery_time_to_restore_seconds_bucket{le="900"}`: 1,
+		`flux_resource_delivery_time_to_restore_seconds_sum`:              14 * 60,
+		`flux_resource_delivery_time_to_restore_seconds_count`:            1,
 	}
 	expectSamples(t, "recovered", deliverySamples(t, rec), want)
 
-	// A restarted exporter sees the Kustomization before its source: the
-	// changes come from the history, and the lead time of the revision the
-	// source still serves once the source arrives.
-	restarted := NewDecoder(DecoderOptions{})
-	rec = decodeInto(t, restarted, recovered)
-	got := deliverySamples(t, rec)
-	expectSamples(t, "restarted", got, map[string]float64{
-		`flux_delivery_changes_total{result="succeeded"}`: 1,
-		`flux_delivery_changes_total{result="failed"}`:    1,
-		`flux_delivery_failed_changes_total`:              1,
-		`flux_delivery_lead_time_seconds_count`:           0,
-	})
+	// A restarted exporter counts nothing status.history held when it
+	// started: Prometheus would add it again on top of what the exporter
+	// before it counted. Only a change recorded after its start counts,
+	// with its lead time.
+	restarted := NewDecoder(countingSince(2 * time.Hour))
 	decodeInto(t, restarted, gitRepo(revB, time.Hour))
-	expectSamples(t, "restarted, source seen", deliverySamples(t, rec), map[string]float64{
-		`flux_delivery_lead_time_seconds_count`: 1,
-		`flux_delivery_lead_time_seconds_sum`:   20 * 60,
+	rec = decodeInto(t, restarted, recovered)
+	expectSamples(t, "restarted", deliverySamples(t, rec), map[string]float64{
+		`flux_resource_delivery_changes_total{result="succeeded"}`: 0,
+		`flux_resource_delivery_changes_total{result="failed"}`:    0,
+		`flux_resource_delivery_failed_changes_total`:              0,
+		`flux_resource_delivery_lead_time_seconds_count`:           0,
+		`flux_resource_delivery_time_to_restore_seconds_count`:     0,
 	})
+	decodeInto(t, restarted, gitRepo(revC, 3*time.Hour))
+	rec = decodeInto(t, restarted, kustomization("k1", revC, "True", "ReconciliationSucceeded", time.Hour+20*time.Minute,
+		ksEntry("sha256:d3", "ReconciliationSucceeded", revC, 3*time.Hour+time.Minute, 3*time.Hour+time.Minute),
+		ksEntry("sha256:d2", "ReconciliationSucceeded", revB, time.Hour+20*time.Minute, time.Hour+20*time.Minute),
+		ksEntry("sha256:d2", "HealthCheckFailed", revB, time.Hour+time.Minute, time.Hour+6*time.Minute)))
+	expectSamples(t, "restarted, a new change", deliverySamples(t, rec), map[string]float64{
+		`flux_resource_delivery_changes_total{result="succeeded"}`: 1,
+		`flux_resource_delivery_lead_time_seconds_count`:           1,
+		`flux_resource_delivery_lead_time_seconds_sum`:             60,
+	})
+}
+
+// countingSince is every family, counting the changes Flux recorded
+// after t0+d.
+func countingSince(d time.Duration) DecoderOptions {
+	o := everyFamily()
+	o.CountSince = t0.Add(d)
+	return o
 }
 
 // TestDeliveryKustomizationBuildFailure: a revision that does not build
@@ -225,31 +241,31 @@ func TestDeliveryKustomization(t *testing.T) {
 // build), so Ready=False is about the attempted revision and does not fail
 // the applied change; but it is an outage.
 func TestDeliveryKustomizationBuildFailure(t *testing.T) {
-	tr := NewDecoder(DecoderOptions{})
+	tr := NewDecoder(everyFamily())
 	entry := ksEntry("sha256:d1", "ReconciliationSucceeded", revA, time.Minute, time.Minute)
 	decodeInto(t, tr, kustomization("k1", revA, "True", "ReconciliationSucceeded", time.Minute, entry))
 	rec := decodeInto(t, tr, kustomization("k1", revB, "False", "BuildFailed", time.Hour, entry))
 	expectSamples(t, "build failed", deliverySamples(t, rec), map[string]float64{
-		`flux_delivery_changes_total{result="succeeded"}`: 1,
-		`flux_delivery_failed_changes_total`:              0,
+		`flux_resource_delivery_changes_total{result="succeeded"}`: 1,
+		`flux_resource_delivery_failed_changes_total`:              0,
 	})
 	// Ready=False because of the applied revision itself fails it.
 	rec = decodeInto(t, tr, kustomization("k1", revA, "False", "ReconciliationFailed", time.Hour, entry))
 	expectSamples(t, "applied revision fails", deliverySamples(t, rec), map[string]float64{
-		`flux_delivery_failed_changes_total`: 1,
+		`flux_resource_delivery_failed_changes_total`: 1,
 	})
 	rec = decodeInto(t, tr, kustomization("k1", revA, "True", "ReconciliationSucceeded", 2*time.Hour, entry))
 	expectSamples(t, "restored", deliverySamples(t, rec), map[string]float64{
-		`flux_delivery_failed_changes_total`:          1,
-		`flux_delivery_time_to_restore_seconds_sum`:   3600,
-		`flux_delivery_time_to_restore_seconds_count`: 1,
+		`flux_resource_delivery_failed_changes_total`:          1,
+		`flux_resource_delivery_time_to_restore_seconds_sum`:   3600,
+		`flux_resource_delivery_time_to_restore_seconds_count`: 1,
 	})
 	// The object deleted and made again under the same name (a new UID)
 	// starts over.
 	rec = decodeInto(t, tr, kustomization("k2", revA, "True", "ReconciliationSucceeded", 2*time.Hour, entry))
 	expectSamples(t, "recreated", deliverySamples(t, rec), map[string]float64{
-		`flux_delivery_failed_changes_total`:          0,
-		`flux_delivery_time_to_restore_seconds_count`: 0,
+		`flux_resource_delivery_failed_changes_total`:          0,
+		`flux_resource_delivery_time_to_restore_seconds_count`: 0,
 	})
 }
 
@@ -299,16 +315,16 @@ func conds(cs ...[4]string) string {
 // stays failed, the rollback is a new deployed release with action
 // rollback, and the release it restored is marked with action rollback too.
 func TestDeliveryHelmReleaseRollback(t *testing.T) {
-	tr := NewDecoder(DecoderOptions{})
+	tr := NewDecoder(everyFamily())
 	decodeInto(t, tr, helmChart("1.0.0", 0))
 	rec := decodeInto(t, tr, helmRelease("1.0.0",
 		conds([4]string{"Ready", "True", "InstallSucceeded", at(2 * time.Minute)}),
 		hrSnap(1, "deployed", "install", "1.0.0", 2*time.Minute)))
 	expectSamples(t, "installed", deliverySamples(t, rec), map[string]float64{
-		`flux_delivery_changes_total{result="succeeded"}`: 1,
-		`flux_delivery_lead_time_seconds_sum`:             120,
-		`flux_delivery_lead_time_seconds_count`:           1,
-		`flux_delivery_rollbacks_total`:                   0,
+		`flux_resource_delivery_changes_total{result="succeeded"}`: 1,
+		`flux_resource_delivery_lead_time_seconds_sum`:             120,
+		`flux_resource_delivery_lead_time_seconds_count`:           1,
+		`flux_resource_delivery_rollbacks_total`:                   0,
 	})
 
 	decodeInto(t, tr, helmChart("2.0.0", time.Hour))
@@ -318,10 +334,10 @@ func TestDeliveryHelmReleaseRollback(t *testing.T) {
 		hrSnap(1, "deployed", "install", "1.0.0", 2*time.Minute))
 	rec = decodeInto(t, tr, failed)
 	expectSamples(t, "upgrade failed", deliverySamples(t, rec), map[string]float64{
-		`flux_delivery_changes_total{result="succeeded"}`: 1,
-		`flux_delivery_changes_total{result="failed"}`:    1,
-		`flux_delivery_failed_changes_total`:              1,
-		`flux_delivery_lead_time_seconds_count`:           1,
+		`flux_resource_delivery_changes_total{result="succeeded"}`: 1,
+		`flux_resource_delivery_changes_total{result="failed"}`:    1,
+		`flux_resource_delivery_failed_changes_total`:              1,
+		`flux_resource_delivery_lead_time_seconds_count`:           1,
 	})
 
 	rolledBack := helmRelease("2.0.0",
@@ -334,29 +350,40 @@ func TestDeliveryHelmReleaseRollback(t *testing.T) {
 	rec = decodeInto(t, tr, rolledBack)
 	s := deliverySamples(t, rec)
 	expectSamples(t, "rolled back", s, map[string]float64{
-		`flux_delivery_changes_total{result="succeeded"}`: 2,
-		`flux_delivery_changes_total{result="failed"}`:    1,
-		`flux_delivery_failed_changes_total`:              1,
-		`flux_delivery_rollbacks_total`:                   1,
+		`flux_resource_delivery_changes_total{result="succeeded"}`: 2,
+		`flux_resource_delivery_changes_total{result="failed"}`:    1,
+		`flux_resource_delivery_failed_changes_total`:              1,
+		`flux_resource_delivery_rollbacks_total`:                   1,
 		`flux_delivery_last_rollback_info{failed_chart_version="2.0.0",failed_version="2",restored_chart_version="1.0.0",rollback_version="3"}`: 1,
-		`flux_delivery_time_to_restore_seconds_sum`:   3 * 60,
-		`flux_delivery_time_to_restore_seconds_count`: 1,
-		`flux_delivery_lead_time_seconds_count`:       1,
+		`flux_resource_delivery_time_to_restore_seconds_sum`:   3 * 60,
+		`flux_resource_delivery_time_to_restore_seconds_count`: 1,
+		`flux_resource_delivery_lead_time_seconds_count`:       1,
 	})
 
-	// A restarted exporter reads the same from the history.
-	restarted := NewDecoder(DecoderOptions{})
-	decodeInto(t, restarted, helmChart("2.0.0", time.Hour))
-	rec = decodeInto(t, restarted, rolledBack)
-	got := deliverySamples(t, rec)
-	for _, k := range []string{
-		`flux_delivery_changes_total{result="succeeded"}`, `flux_delivery_changes_total{result="failed"}`,
-		`flux_delivery_failed_changes_total`, `flux_delivery_rollbacks_total`,
-		`flux_delivery_last_rollback_info{failed_chart_version="2.0.0",failed_version="2",restored_chart_version="1.0.0",rollback_version="3"}`,
+	// An exporter restarted after the rollback counts none of it, but
+	// names the newest rollback; one restarted before the failed upgrade
+	// counts what came after its start: the failure, the rollback and the
+	// restore.
+	for _, c := range []struct {
+		since time.Duration
+		want  map[string]float64
+	}{
+		{time.Hour + 10*time.Minute, map[string]float64{
+			`flux_resource_delivery_changes_total{result="succeeded"}`: 0, `flux_resource_delivery_changes_total{result="failed"}`: 0,
+			`flux_resource_delivery_failed_changes_total`: 0, `flux_resource_delivery_rollbacks_total`: 0,
+			`flux_resource_delivery_time_to_restore_seconds_count`: 0,
+		}},
+		{time.Hour, map[string]float64{
+			`flux_resource_delivery_changes_total{result="succeeded"}`: 1, `flux_resource_delivery_changes_total{result="failed"}`: 1,
+			`flux_resource_delivery_failed_changes_total`: 1, `flux_resource_delivery_rollbacks_total`: 1,
+			`flux_resource_delivery_time_to_restore_seconds_count`: 1, `flux_resource_delivery_time_to_restore_seconds_sum`: 3 * 60,
+		}},
 	} {
-		if got[k] != s[k] {
-			t.Errorf("restarted: %s = %v, the running exporter has %v", k, got[k], s[k])
-		}
+		restarted := NewDecoder(countingSince(c.since))
+		decodeInto(t, restarted, helmChart("2.0.0", time.Hour))
+		rec := decodeInto(t, restarted, rolledBack)
+		c.want[`flux_delivery_last_rollback_info{failed_chart_version="2.0.0",failed_version="2",restored_chart_version="1.0.0",rollback_version="3"}`] = 1
+		expectSamples(t, fmt.Sprintf("restarted at %v", c.since), deliverySamples(t, rec), c.want)
 	}
 
 	// The next upgrade succeeds: a new change with its lead time, and Ready
@@ -367,31 +394,31 @@ func TestDeliveryHelmReleaseRollback(t *testing.T) {
 		hrSnap(4, "deployed", "upgrade", "2.0.1", 2*time.Hour+4*time.Minute),
 		hrSnap(3, "superseded", "", "1.0.0", time.Hour+8*time.Minute)))
 	expectSamples(t, "upgraded", deliverySamples(t, rec), map[string]float64{
-		`flux_delivery_changes_total{result="succeeded"}`: 3,
-		`flux_delivery_failed_changes_total`:              1,
-		`flux_delivery_rollbacks_total`:                   1,
-		`flux_delivery_lead_time_seconds_count`:           2,
-		`flux_delivery_lead_time_seconds_sum`:             120 + 240,
-		`flux_delivery_time_to_restore_seconds_count`:     1,
+		`flux_resource_delivery_changes_total{result="succeeded"}`: 3,
+		`flux_resource_delivery_failed_changes_total`:              1,
+		`flux_resource_delivery_rollbacks_total`:                   1,
+		`flux_resource_delivery_lead_time_seconds_count`:           2,
+		`flux_resource_delivery_lead_time_seconds_sum`:             120 + 240,
+		`flux_resource_delivery_time_to_restore_seconds_count`:     1,
 	})
 }
 
 // TestDeliveryPendingRelease: a release Helm has not finished is not a
 // change yet.
 func TestDeliveryPendingRelease(t *testing.T) {
-	tr := NewDecoder(DecoderOptions{})
+	tr := NewDecoder(everyFamily())
 	rec := decodeInto(t, tr, helmRelease("1.0.0",
 		conds([4]string{"Ready", "Unknown", "Progressing", at(0)}),
 		hrSnap(1, "pending-install", "install", "1.0.0", 0)))
 	expectSamples(t, "pending", deliverySamples(t, rec), map[string]float64{
-		`flux_delivery_changes_total{result="succeeded"}`: 0,
-		`flux_delivery_changes_total{result="failed"}`:    0,
+		`flux_resource_delivery_changes_total{result="succeeded"}`: 0,
+		`flux_resource_delivery_changes_total{result="failed"}`:    0,
 	})
 	rec = decodeInto(t, tr, helmRelease("1.0.0",
 		conds([4]string{"Ready", "True", "InstallSucceeded", at(time.Minute)}),
 		hrSnap(1, "deployed", "install", "1.0.0", 0)))
 	expectSamples(t, "deployed", deliverySamples(t, rec), map[string]float64{
-		`flux_delivery_changes_total{result="succeeded"}`: 1,
+		`flux_resource_delivery_changes_total{result="succeeded"}`: 1,
 	})
 }
 
@@ -399,7 +426,7 @@ func TestDeliveryPendingRelease(t *testing.T) {
 // rendering to client_golang's encoders, in both formats: OpenMetrics
 // names counter families without _total and spells bounds as floats.
 func TestDeliveryFastPathMatchesClientGolang(t *testing.T) {
-	tr := NewDecoder(DecoderOptions{})
+	tr := NewDecoder(everyFamily())
 	decodeInto(t, tr, gitRepo(revA, 0))
 	rec := decodeInto(t, tr, kustomization("k1", revA, "True", "ReconciliationSucceeded", 90*time.Second,
 		ksEntry("sha256:d1", "ReconciliationSucceeded", revA, 90*time.Second, 90*time.Second)))
@@ -418,7 +445,7 @@ func TestDeliveryFastPathMatchesClientGolang(t *testing.T) {
 // TestDeliverySweep: the tracker forgets an object the caches no longer
 // hold, once it has not been decoded for a sweep period.
 func TestDeliverySweep(t *testing.T) {
-	tr := NewDecoder(DecoderOptions{})
+	tr := NewDecoder(everyFamily())
 	rec := decodeInto(t, tr, kustomization("k1", revA, "True", "ReconciliationSucceeded", time.Minute,
 		ksEntry("sha256:d1", "ReconciliationSucceeded", revA, time.Minute, time.Minute)))
 	states := []kube.KindState[*Record]{{Kind: kube.Kind{Kind: "Kustomization"}, Records: []*Record{rec}}}
@@ -449,12 +476,12 @@ func TestDeliveryUninstallRemediation(t *testing.T) {
 		"seen failing":          hrSnap(1, "failed", "install", "1.0.0", time.Minute),
 		"seen after the remedy": hrSnap(1, "uninstalled", "uninstall-remediation", "1.0.0", time.Minute),
 	} {
-		tr := NewDecoder(DecoderOptions{})
+		tr := NewDecoder(everyFamily())
 		rec := decodeInto(t, tr, helmRelease("1.0.0", conds([4]string{"Ready", "False", "InstallFailed", at(time.Minute)}), snap))
 		expectSamples(t, name, deliverySamples(t, rec), map[string]float64{
-			`flux_delivery_changes_total{result="failed"}`:    1,
-			`flux_delivery_changes_total{result="succeeded"}`: 0,
-			`flux_delivery_failed_changes_total`:              1,
+			`flux_resource_delivery_changes_total{result="failed"}`:    1,
+			`flux_resource_delivery_changes_total{result="succeeded"}`: 0,
+			`flux_resource_delivery_failed_changes_total`:              1,
 		})
 	}
 }

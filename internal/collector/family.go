@@ -51,11 +51,16 @@ type family struct {
 	// optIn families are rendered only when --metric-opt-in-list names
 	// them (offByDefault).
 	optIn bool
+	// aggregate families add objects up: their cost grows with the
+	// namespaces, not the objects.
+	aggregate bool
 }
 
-// offByDefault makes f opt-in: no alert, recording rule or dashboard reads
-// it, or what it says is already in another family, so the default set
-// leaves its series out. It returns f for use in a declaration.
+// offByDefault makes f opt-in: no alert or recording rule reads it, and a
+// dashboard only in a column or line its panel says is empty until it is
+// turned on (dashboards' TestOptionalTargets), or what it says is already
+// in another family, so the default set leaves its series out. It returns
+// f for use in a declaration.
 func (f *family) offByDefault() *family {
 	f.optIn = true
 	return f
@@ -136,6 +141,17 @@ func dynamicFamily(name, help string, documented ...string) *family {
 	return f
 }
 
+// aggregateFamily declares a family named name in full whose series add
+// objects up (delivery_groups.go): labels documents the labels after
+// exported_namespace and kind; the allowlisted labels, one per key, vary
+// with the cluster, as flux_resource_labels' do. Its series are
+// written whole, as a dynamic family's.
+func aggregateFamily(name string, typ metricType, buckets []float64, help string, labels ...string) *family {
+	f := dynamicFamily(name, help, append([]string{"exported_namespace", "kind"}, labels...)...)
+	f.typ, f.buckets, f.aggregate = typ, buckets, true
+	return f
+}
+
 // labelPair is one label of a dynamic family's series.
 type labelPair struct{ name, value string }
 
@@ -145,19 +161,31 @@ type labelPair struct{ name, value string }
 // a value that is not valid UTF-8 leave the series out, and the error says
 // why.
 func (f *family) appendLabeled(buf []byte, pairs []labelPair) ([]byte, error) {
+	start := len(buf)
+	buf = append(buf, f.open...)
+	buf, err := appendLabelBody(buf, pairs)
+	if err != nil {
+		return buf[:start], fmt.Errorf("%s: %w", f.name, err)
+	}
+	return append(buf, '}', ' '), nil
+}
+
+// appendLabelBody renders pairs as `l="v",...`, sorted by name in place.
+// Two labels of one name, an invalid name or a value that is not valid
+// UTF-8 render nothing, and the error says why.
+func appendLabelBody(buf []byte, pairs []labelPair) ([]byte, error) {
 	slices.SortFunc(pairs, func(a, b labelPair) int { return strings.Compare(a.name, b.name) })
 	for i, p := range pairs {
 		if !model.LabelName(p.name).IsValidLegacy() {
-			return buf, fmt.Errorf("%s: invalid label name %q", f.name, p.name)
+			return buf, fmt.Errorf("invalid label name %q", p.name)
 		}
 		if i > 0 && pairs[i-1].name == p.name {
-			return buf, fmt.Errorf("%s: label %s twice", f.name, p.name)
+			return buf, fmt.Errorf("label %s twice", p.name)
 		}
 		if !utf8.ValidString(p.value) {
-			return buf, fmt.Errorf("%s: label %s is not valid UTF-8: %q", f.name, p.name, p.value)
+			return buf, fmt.Errorf("label %s is not valid UTF-8: %q", p.name, p.value)
 		}
 	}
-	buf = append(buf, f.open...)
 	for i, p := range pairs {
 		if i > 0 {
 			buf = append(buf, ',')
@@ -167,7 +195,7 @@ func (f *family) appendLabeled(buf []byte, pairs []labelPair) ([]byte, error) {
 		buf = appendEscapedLabelValue(buf, p.value)
 		buf = append(buf, '"')
 	}
-	return append(buf, '}', ' '), nil
+	return buf, nil
 }
 
 // sortedObjectLabels are the positions of the object labels sorted by name:
@@ -216,7 +244,7 @@ func (f *family) catalogued() catalog.Family {
 	if !f.dynamic {
 		labels = append(append([]string{}, objectLabels...), f.labels...)
 	}
-	return catalog.Family{Name: f.name, Type: catalog.Type(f.typ.String()), Help: f.help, Labels: labels, PerObject: true, OptIn: f.optIn}
+	return catalog.Family{Name: f.name, Type: catalog.Type(f.typ.String()), Help: f.help, Labels: labels, PerObject: !f.aggregate, OptIn: f.optIn}
 }
 
 // appendSeries renders what a record keeps of one series. For a shared

@@ -178,10 +178,17 @@ var (
 	conditionFamily = perObject("resource_condition",
 		"A status condition of a Flux object, one series per condition type present. Value is always 1.",
 		"type", "status", "reason")
+	// Opt-in: Ready's and Reconciling's transitions date only the latest
+	// retry, and the failure conditions' are folded into
+	// flux_resource_not_ready_since_timestamp_seconds, which the rules read
+	// (docs/flux-semantics.md, rule 12, "FetchFailed and Ready").
 	conditionTransitionFamily = perObject("resource_condition_last_transition_timestamp_seconds",
-		"When the status condition last changed, in Unix seconds.", "type")
+		"When the status condition last changed, in Unix seconds.", "type").offByDefault()
+	// Opt-in, as flux_resource_generation: unobservedGenerationFamily
+	// (record.go) compares the two for the rules, on the few objects
+	// where it matters.
 	conditionGenerationFamily = perObject("resource_condition_observed_generation",
-		"The metadata.generation the controller was acting on when it last set the condition (status.conditions[].observedGeneration). Ready is rewritten on every reconcile attempt, failed ones included, so a Ready observed generation below metadata.generation means the controller has not yet acted on the spec.", "type")
+		"The metadata.generation the controller was acting on when it last set the condition (status.conditions[].observedGeneration). Ready is rewritten on every reconcile attempt, failed ones included, so a Ready observed generation below metadata.generation means the controller has not yet acted on the spec; flux_resource_unobserved_generation is that comparison, on by default.", "type").offByDefault()
 
 	// suspendedFamily is read from the kind's suspension, not from one
 	// field, so Decode writes it rather than the gauge list.
@@ -189,9 +196,9 @@ var (
 
 	// genericGauges apply to every kind; a kind's own gauges follow them.
 	genericGauges = []gaugeSpec{
-		{perObject("resource_generation", "The object's metadata.generation; it increases on every spec change."), "metadata.generation", number},
-		{perObject("resource_observed_generation", "The generation of the last reconcile that ended well (status.observedGeneration); it stays behind while reconciles of a new spec fail. Whether the controller acts on the spec at all is flux_resource_condition_observed_generation{type=\"Ready\"}.").offByDefault(), "status.observedGeneration", number},
-		{perObject("resource_interval_seconds", "The reconciliation interval from spec.interval, in seconds."), "spec.interval", seconds},
+		{perObject("resource_generation", "The object's metadata.generation; it increases on every spec change.").offByDefault(), "metadata.generation", number},
+		{perObject("resource_observed_generation", "The generation of the last reconcile that ended well (status.observedGeneration); it stays behind while reconciles of a new spec fail. Whether the controller acts on the spec at all is flux_resource_unobserved_generation.").offByDefault(), "status.observedGeneration", number},
+		{perObject("resource_interval_seconds", "The reconciliation interval from spec.interval, in seconds.").offByDefault(), "spec.interval", seconds},
 		{perObject("resource_created_timestamp_seconds", "When the object was created, in Unix seconds.").offByDefault(), "metadata.creationTimestamp", unixSeconds},
 		{perObject("source_artifact_size_bytes", "Size of the source's current artifact (status.artifact.size), in bytes.").offByDefault(), "status.artifact.size", number},
 		{perObject("source_artifact_last_update_timestamp_seconds", "When the source's artifact last changed (status.artifact.lastUpdateTime), in Unix seconds."), "status.artifact.lastUpdateTime", unixSeconds},
@@ -228,12 +235,12 @@ var kinds = map[string]kindSpec{
 		infos: []infoSpec{infoOf("kustomization_origin_revision_info", "The revision of the origin the applied artifact was built from (status.lastAppliedOriginRevision), such as the Git commit an OCI artifact was pushed from; notification-controller prefers it for commit statuses. Absent unless the artifact records an origin. Value is always 1.",
 			"status.lastAppliedOriginRevision",
 			labelSpec{"origin_revision", from("status.lastAppliedOriginRevision")},
-		)},
+		).offByDefault()},
 		gauges: []gaugeSpec{
-			{perObject("kustomization_inventory_entries", "Number of Kubernetes objects the Kustomization manages (status.inventory.entries)."), "status.inventory.entries", entries},
+			{perObject("kustomization_inventory_entries", "Number of Kubernetes objects the Kustomization manages (status.inventory.entries).").offByDefault(), "status.inventory.entries", entries},
 			{perObject("kustomization_last_reconcile_timestamp_seconds", "When the Kustomization was last reconciled (status.history[0].lastReconciled), in Unix seconds."), "status.history[0].lastReconciled", unixSeconds},
-			{perObject("kustomization_last_reconcile_duration_seconds", "How long the last reconciliation took (status.history[0].lastReconciledDuration), in seconds."), "status.history[0].lastReconciledDuration", seconds},
-			{perObject("kustomization_reconciliations", "Reconciliations that built the same manifests with the same outcome as the last one (status.history[0].totalReconciliations)."), "status.history[0].totalReconciliations", number},
+			{perObject("kustomization_last_reconcile_duration_seconds", "How long the last reconciliation took (status.history[0].lastReconciledDuration), in seconds.").offByDefault(), "status.history[0].lastReconciledDuration", seconds},
+			{perObject("kustomization_reconciliations", "Reconciliations that built the same manifests with the same outcome as the last one (status.history[0].totalReconciliations).").offByDefault(), "status.history[0].totalReconciliations", number},
 		},
 	},
 	"HelmRelease": {
@@ -247,9 +254,9 @@ var kinds = map[string]kindSpec{
 		gauges: []gaugeSpec{
 			{perObject("helmrelease_release_revision", "The Helm release version (status.history[0].version); it increases on each install, upgrade or rollback."), "status.history[0].version", number},
 			{perObject("helmrelease_failures", "Failed Helm actions (install, upgrade, test, rollback, uninstall) against the current desired state: helm-controller clears it when the generation, chart version or values change, or on a reset request (status.failures)."), "status.failures", numberOrZero},
-			{perObject("helmrelease_install_failures", "Failed installs against the current desired state, counted towards install remediation retries (status.installFailures)."), "status.installFailures", numberOrZero},
-			{perObject("helmrelease_upgrade_failures", "Failed upgrades against the current desired state, counted towards upgrade remediation retries (status.upgradeFailures)."), "status.upgradeFailures", numberOrZero},
-			{perObject("helmrelease_last_action_duration_seconds", "How long helm-controller's last install or upgrade took (status.lastAttemptedReleaseActionDuration), in seconds."), "status.lastAttemptedReleaseActionDuration", seconds},
+			{perObject("helmrelease_install_failures", "Failed installs against the current desired state, counted towards install remediation retries (status.installFailures).").offByDefault(), "status.installFailures", numberOrZero},
+			{perObject("helmrelease_upgrade_failures", "Failed upgrades against the current desired state, counted towards upgrade remediation retries (status.upgradeFailures).").offByDefault(), "status.upgradeFailures", numberOrZero},
+			{perObject("helmrelease_last_action_duration_seconds", "How long helm-controller's last install or upgrade took (status.lastAttemptedReleaseActionDuration), in seconds.").offByDefault(), "status.lastAttemptedReleaseActionDuration", seconds},
 			{perObject("helmrelease_last_deployed_timestamp_seconds", "When the current Helm release was last deployed (status.history[0].lastDeployed), in Unix seconds."), "status.history[0].lastDeployed", unixSeconds},
 		},
 		infos: []infoSpec{infoOf("helmrelease_info", "The current Helm release of a HelmRelease (status.history[0]). Value is always 1.",
@@ -268,7 +275,7 @@ var kinds = map[string]kindSpec{
 		url:      from("spec.image"),
 		revision: from("status.lastScanResult.revision"),
 		gauges: []gaugeSpec{
-			{perObject("imagerepository_tags", "Number of tags found by the last scan (status.lastScanResult.tagCount)."), "status.lastScanResult.tagCount", number},
+			{perObject("imagerepository_tags", "Number of tags found by the last scan (status.lastScanResult.tagCount).").offByDefault(), "status.lastScanResult.tagCount", number},
 			{perObject("imagerepository_last_scan_timestamp_seconds", "When the image repository was last scanned (status.lastScanResult.scanTime), in Unix seconds."), "status.lastScanResult.scanTime", unixSeconds},
 		},
 	},
@@ -285,7 +292,7 @@ var kinds = map[string]kindSpec{
 		path:       from("spec.update.path"),
 		revision:   from("status.lastPushCommit"),
 		gauges: []gaugeSpec{
-			{perObject("imageupdateautomation_last_push_timestamp_seconds", "When the automation last pushed a commit (status.lastPushTime), in Unix seconds."), "status.lastPushTime", unixSeconds},
+			{perObject("imageupdateautomation_last_push_timestamp_seconds", "When the automation last pushed a commit (status.lastPushTime), in Unix seconds.").offByDefault(), "status.lastPushTime", unixSeconds},
 			{perObject("imageupdateautomation_last_run_timestamp_seconds", "When the automation last ran (status.lastAutomationRunTime), in Unix seconds."), "status.lastAutomationRunTime", unixSeconds},
 		},
 	},
@@ -344,6 +351,12 @@ func infoOf(name, help, when string, labels ...labelSpec) infoSpec {
 		names[i] = l.name
 	}
 	return infoSpec{family: perObject(name, help, names...), when: when, labels: labels}
+}
+
+// offByDefault makes the info family opt-in (family.offByDefault).
+func (in infoSpec) offByDefault() infoSpec {
+	in.family.offByDefault()
+	return in
 }
 
 // specFor resolves a kind's entry with the generic fallbacks filled in.

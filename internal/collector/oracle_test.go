@@ -56,7 +56,7 @@ func (rec *Record) metrics() ([]prometheus.Metric, error) {
 				for i, lp := range m.GetLabel() {
 					names[i], vals[i] = lp.GetName(), lp.GetValue()
 				}
-				cm, err := prometheus.NewConstMetric(prometheus.NewDesc(f.name, f.help, names, nil), prometheus.GaugeValue, m.GetGauge().GetValue(), vals...)
+				cm, err := dynamicMetric(f, prometheus.NewDesc(f.name, f.help, names, nil), m, vals)
 				if err != nil {
 					return nil, fmt.Errorf("%s/%s: %w", rec.Namespace, rec.Name, err)
 				}
@@ -94,6 +94,18 @@ func (rec *Record) metrics() ([]prometheus.Metric, error) {
 	return out, nil
 }
 
+// dynamicMetric rebuilds a parsed series of a dynamic or aggregate
+// family, whose labels are the series' own.
+func dynamicMetric(f *family, desc *prometheus.Desc, m *dto.Metric, vals []string) (prometheus.Metric, error) {
+	switch f.typ {
+	case counterType:
+		return prometheus.NewConstMetric(desc, prometheus.CounterValue, m.GetCounter().GetValue(), vals...)
+	case histogramType:
+		return histogramOf(desc, m, vals)
+	}
+	return prometheus.NewConstMetric(desc, prometheus.GaugeValue, m.GetGauge().GetValue(), vals...)
+}
+
 // constHistogram rebuilds a parsed per-object histogram series.
 func constHistogram(f *family, m *dto.Metric) (prometheus.Metric, error) {
 	have := make(map[string]string, len(m.GetLabel()))
@@ -104,6 +116,10 @@ func constHistogram(f *family, m *dto.Metric) (prometheus.Metric, error) {
 	for i := range objectLabels {
 		vals[i] = have[objectLabels[i]]
 	}
+	return histogramOf(f.oracleDesc(), m, vals)
+}
+
+func histogramOf(desc *prometheus.Desc, m *dto.Metric, vals []string) (prometheus.Metric, error) {
 	h := m.GetHistogram()
 	buckets := make(map[float64]uint64, len(h.GetBucket()))
 	for _, b := range h.GetBucket() {
@@ -111,7 +127,7 @@ func constHistogram(f *family, m *dto.Metric) (prometheus.Metric, error) {
 			buckets[b.GetUpperBound()] = b.GetCumulativeCount()
 		}
 	}
-	return prometheus.NewConstHistogram(f.oracleDesc(), h.GetSampleCount(), h.GetSampleSum(), buckets, vals...)
+	return prometheus.NewConstHistogram(desc, h.GetSampleCount(), h.GetSampleSum(), buckets, vals...)
 }
 
 // oracleDesc is the family's descriptor: the object labels, then its own.

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -83,6 +84,11 @@ func (w *recordWriter) addObject(k kube.Kind, spec *kindSpec, conds []condition)
 		ref: r.label(spec.ref), path: r.label(spec.path)}
 	w.add(resourceInfoFamily, 1, info.values()...)
 	w.add(suspendedFamily, boolValue(suspended))
+	if gen, ok := r.num("metadata", "generation"); ok {
+		if observed, behind := unobservedGeneration(ready, conds, gen); behind {
+			w.add(unobservedGenerationFamily, gen, observed)
+		}
+	}
 	w.readRefs(k.Kind, ready, conds)
 	if rev := r.str("status", "lastAttemptedRevision"); rev != "" {
 		w.add(attemptedRevisionFamily, 1, rev)
@@ -214,6 +220,35 @@ func readiness(spec *kindSpec, r *reader, conds []condition) (status, reason str
 		}
 	}
 	return "False", ""
+}
+
+// unobservedGenerationFamily is flux_resource_generation and Ready's
+// observedGeneration compared in the exporter, so that the default set
+// carries one series only for the objects that need it.
+var unobservedGenerationFamily = perObject("resource_unobserved_generation",
+	"The object's metadata.generation while no controller has acted on it: Ready's observedGeneration (its observed_generation label) is below it, or the object has no Ready condition and flux get reports it not ready (observed_generation=\"\"). Every reconcile attempt rewrites Ready, failed ones included, so a failing spec change does not show here. Absent otherwise.",
+	"observed_generation")
+
+// unobservedGeneration says whether no controller has acted on generation
+// yet (docs/flux-semantics.md, rule 2), and the generation Ready was last
+// written for ("" when there is no Ready). fluxcd/pkg runtime
+// conditions.Set stamps metadata.generation on every condition it writes,
+// and every controller rewrites Ready on each attempt that is not
+// suspended, so a Ready observedGeneration below generation means no
+// attempt has started since the spec changed. An object without Ready is
+// never reconciled unless flux get calls it ready: the kinds without
+// status (rule 1). A Ready without observedGeneration says nothing.
+func unobservedGeneration(ready string, conds []condition, generation float64) (observed string, behind bool) {
+	for _, c := range conds {
+		if c.typ != "Ready" {
+			continue
+		}
+		if !c.hasGeneration || c.observedGeneration >= generation {
+			return "", false
+		}
+		return strconv.FormatFloat(c.observedGeneration, 'f', -1, 64), true
+	}
+	return "", ready == "False"
 }
 
 type condition struct {

@@ -111,11 +111,14 @@ kind: Kustomization
 metadata: {name: apps, namespace: team, uid: u4, generation: 1}
 spec: {interval: 10m, path: ./apps, sourceRef: {kind: GitRepository, name: repo}}
 status: {observedGeneration: -1}`,
-		families: []string{"flux_resource_info", "flux_resource_condition", "flux_resource_observed_generation"},
+		families: []string{"flux_resource_info", "flux_resource_condition", "flux_resource_observed_generation", "flux_resource_unobserved_generation"},
 		want: infoHeader + `flux_resource_info{exported_namespace="team",kind="Kustomization",name="apps",path="./apps",ready="False",reason="",ref="",revision="",source_name="repo",suspended="False",uid="u4",url=""} 1
-# HELP flux_resource_observed_generation The generation of the last reconcile that ended well (status.observedGeneration); it stays behind while reconciles of a new spec fail. Whether the controller acts on the spec at all is flux_resource_condition_observed_generation{type="Ready"}.
+# HELP flux_resource_observed_generation The generation of the last reconcile that ended well (status.observedGeneration); it stays behind while reconciles of a new spec fail. Whether the controller acts on the spec at all is flux_resource_unobserved_generation.
 # TYPE flux_resource_observed_generation gauge
 flux_resource_observed_generation{exported_namespace="team",kind="Kustomization",name="apps"} -1
+# HELP flux_resource_unobserved_generation ` + unobservedGenerationFamily.help + `
+# TYPE flux_resource_unobserved_generation gauge
+flux_resource_unobserved_generation{exported_namespace="team",kind="Kustomization",name="apps",observed_generation=""} 1
 `,
 	}, {
 		name: "a plain HelmRepository without status is waiting to be reconciled",
@@ -183,14 +186,14 @@ status:
   observedGeneration: 4
   conditions:
   - {type: Ready, status: "False", reason: BuildFailed, message: "kustomize build failed", observedGeneration: 5, lastTransitionTime: "2026-09-10T08:15:02Z"}`,
-		families: []string{"flux_resource_condition_observed_generation", "flux_resource_generation", "flux_resource_observed_generation"},
-		want: `# HELP flux_resource_condition_observed_generation The metadata.generation the controller was acting on when it last set the condition (status.conditions[].observedGeneration). Ready is rewritten on every reconcile attempt, failed ones included, so a Ready observed generation below metadata.generation means the controller has not yet acted on the spec.
+		families: []string{"flux_resource_condition_observed_generation", "flux_resource_generation", "flux_resource_observed_generation", "flux_resource_unobserved_generation"},
+		want: `# HELP flux_resource_condition_observed_generation ` + conditionGenerationFamily.help + `
 # TYPE flux_resource_condition_observed_generation gauge
 flux_resource_condition_observed_generation{exported_namespace="team",kind="Kustomization",name="apps",type="Ready"} 5
 # HELP flux_resource_generation The object's metadata.generation; it increases on every spec change.
 # TYPE flux_resource_generation gauge
 flux_resource_generation{exported_namespace="team",kind="Kustomization",name="apps"} 5
-# HELP flux_resource_observed_generation The generation of the last reconcile that ended well (status.observedGeneration); it stays behind while reconciles of a new spec fail. Whether the controller acts on the spec at all is flux_resource_condition_observed_generation{type="Ready"}.
+# HELP flux_resource_observed_generation The generation of the last reconcile that ended well (status.observedGeneration); it stays behind while reconciles of a new spec fail. Whether the controller acts on the spec at all is flux_resource_unobserved_generation.
 # TYPE flux_resource_observed_generation gauge
 flux_resource_observed_generation{exported_namespace="team",kind="Kustomization",name="apps"} 4
 `,
@@ -222,6 +225,87 @@ status:
 			}
 		})
 	}
+}
+
+// TestUnobservedGeneration holds flux_resource_unobserved_generation to
+// docs/flux-semantics.md rule 2: a series, valued metadata.generation and
+// labelled with Ready's observedGeneration, only while no controller has
+// written Ready for the current generation, or for an object never
+// reconciled that flux get reports not ready.
+func TestUnobservedGeneration(t *testing.T) {
+	cases := []struct {
+		name, object string
+		want         float64 // -1: no series
+		observed     string
+	}{
+		{"Ready written for an older generation: the spec was not acted on", `
+kind: Kustomization
+metadata: {name: a, namespace: apps, uid: u, generation: 4}
+status:
+  observedGeneration: 3
+  conditions: [{type: Ready, status: "True", reason: ReconciliationSucceeded, observedGeneration: 3}]`, 4, "3"},
+		{"a failed reconcile of the current spec (issue 10, input 5): acted on", `
+kind: Kustomization
+metadata: {name: a, namespace: apps, uid: u, generation: 5}
+status:
+  observedGeneration: 4
+  conditions: [{type: Ready, status: "False", reason: BuildFailed, observedGeneration: 5}]`, -1, ""},
+		{"Ready=Unknown at the start of an attempt on the current spec: acted on", `
+kind: HelmRelease
+metadata: {name: a, namespace: apps, uid: u, generation: 2}
+status:
+  conditions: [{type: Ready, status: "Unknown", reason: Progressing, observedGeneration: 2}]`, -1, ""},
+		{"never reconciled: no Ready, and flux get says not ready", `
+kind: HelmRelease
+metadata: {name: a, namespace: apps, uid: u, generation: 1}
+status: {observedGeneration: -1}`, 1, ""},
+		{"an Alert never gets a status and is ready as flux get prints it", `
+kind: Alert
+metadata: {name: a, namespace: apps, uid: u, generation: 3}`, -1, ""},
+		{"a Ready without observedGeneration says nothing", `
+kind: FluxInstance
+metadata: {name: a, namespace: apps, uid: u, generation: 7}
+status:
+  conditions: [{type: Ready, status: "True", reason: ReconciliationSucceeded}]`, -1, ""},
+		{"suspended with an unobserved spec: still not acted on (the rules leave it out)", `
+kind: Kustomization
+metadata: {name: a, namespace: apps, uid: u, generation: 7}
+spec: {suspend: true}
+status:
+  conditions: [{type: Ready, status: "True", reason: ReconciliationSucceeded, observedGeneration: 5}]`, 7, "5"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, rec := decodeYAML(t, c.object)
+			got, ok := seriesValue(t, rec, unobservedGenerationFamily)
+			if c.want < 0 {
+				if ok {
+					t.Fatalf("got %v, want no series", got)
+				}
+				return
+			}
+			if !ok || got != c.want {
+				t.Fatalf("got %v (present %v), want %v", got, ok, c.want)
+			}
+			text := seriesText(rec, unobservedGenerationFamily)
+			if want := `observed_generation="` + c.observed + `"`; !strings.Contains(text, want) {
+				t.Fatalf("series %q lacks %s", text, want)
+			}
+		})
+	}
+}
+
+// seriesText is the name and labels of the record's first series of
+// family f.
+func seriesText(rec *Record, f *family) string {
+	start := uint32(0)
+	for i, s := range rec.series {
+		if int(s.family) == f.id {
+			return string(rec.appendSeries(nil, i, start))
+		}
+		start = s.end
+	}
+	return ""
 }
 
 func TestRedactURL(t *testing.T) {

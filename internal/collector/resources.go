@@ -121,6 +121,7 @@ func (c *Resources) Update(ctx context.Context, ch chan<- prometheus.Metric) err
 	sc := scrapeOf(ctx)
 	states := sc.objects(c.state)
 	c.delivery.sweep(states)
+	sc.groups = c.delivery.records()
 	// A shard sees only its own objects: a reference to another shard's
 	// object would read as missing, and counts and roots would stop at the
 	// shard's edge. So only the references themselves, which are per

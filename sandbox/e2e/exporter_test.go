@@ -95,6 +95,9 @@ type exporter struct {
 	// cmd.ProcessState are safe to read after that.
 	exited chan struct{}
 	err    error
+	// started is when the process was started: it counts the delivery
+	// changes Flux records after it.
+	started time.Time
 }
 
 // startExporter runs flux_exporter against the kubeconfig and waits until
@@ -137,7 +140,7 @@ func startExporter(t testing.TB, kubeconfig string, args ...string) *exporter {
 // runExporter starts the binary with exactly these arguments.
 func runExporter(t testing.TB, args ...string) *exporter {
 	t.Helper()
-	e := &exporter{t: t, logs: &syncBuffer{}, exited: make(chan struct{})}
+	e := &exporter{t: t, logs: &syncBuffer{}, exited: make(chan struct{}), started: time.Now()}
 	e.cmd = exec.Command(exporterBin, args...)
 	e.cmd.Stdout, e.cmd.Stderr = e.logs, e.logs
 	if err := e.cmd.Start(); err != nil {

@@ -35,13 +35,46 @@ func perObjectSeries(s scrape) map[string]string {
 	for name, fam := range s.fams {
 		for _, m := range fam.GetMetric() {
 			l := labels(m)
-			if _, ok := l["exported_namespace"]; !ok {
+			if _, ok := l["exported_namespace"]; !ok || l["name"] == "" {
 				continue
 			}
 			out[name+"{"+labelKey(l)+"}"] = strconv.FormatFloat(sampleValue(m), 'g', -1, 64)
 		}
 	}
 	return out
+}
+
+// groupSeries are the series that add objects of a namespace up (the
+// delivery groups: exported_namespace without name), by series.
+func groupSeries(s scrape) map[string]float64 {
+	out := map[string]float64{}
+	for name, fam := range s.fams {
+		for _, m := range fam.GetMetric() {
+			if l := labels(m); l["exported_namespace"] != "" && l["name"] == "" {
+				out[name+"{"+labelKey(l)+"}"] = sampleValue(m)
+			}
+		}
+	}
+	return out
+}
+
+// checkGroups checks that the shards' group series add up to the
+// unsharded replica's: each shard adds up its own objects of the group.
+func checkGroups(shards []scrape, whole scrape) error {
+	sum := map[string]float64{}
+	for _, s := range shards {
+		for k, v := range groupSeries(s) {
+			sum[k] += v
+		}
+	}
+	want := groupSeries(whole)
+	if len(want) == 0 {
+		return fmt.Errorf("the unsharded replica exports no delivery group series")
+	}
+	if fmt.Sprint(sum) != fmt.Sprint(want) {
+		return fmt.Errorf("the shards' delivery groups add up to\n%v\nthe unsharded replica's are\n%v", sum, want)
+	}
+	return nil
 }
 
 // objectsOf are the objects a scrape reports, from flux_resource_info.
@@ -169,7 +202,8 @@ func checkPartition(shards []scrape, whole map[string]string, uids map[objID]typ
 // TestShardsPartitionTheFleet runs three sharded exporters and an unsharded
 // one against the same fleet: between them the shards export exactly the
 // unsharded exporter's per-object series, each object on one shard only,
-// the one its UID hashes to, and their kind-level object counts add up.
+// the one its UID hashes to, and their kind-level object counts and
+// delivery groups add up.
 func TestShardsPartitionTheFleet(t *testing.T) {
 	c := newCluster(t, apiserver.ModeCRD)
 	f, err := fleet.Generate(shardingFleet)
@@ -208,7 +242,10 @@ func TestShardsPartitionTheFleet(t *testing.T) {
 		for _, e := range shards {
 			shardScrapes = append(shardScrapes, e.scrape())
 		}
-		return checkPartition(shardScrapes, perObjectSeries(wholeScrape), uids)
+		if err := checkPartition(shardScrapes, perObjectSeries(wholeScrape), uids); err != nil {
+			return err
+		}
+		return checkGroups(shardScrapes, wholeScrape)
 	})
 
 	t.Run("each shard holds a fair share", func(t *testing.T) {
